@@ -1,0 +1,68 @@
+"""resilient: typed, anyio-based resilience policies for async Python.
+
+Circuit breaker, bulkhead, retry, timeout, fallback and fallback chain, each a
+decorator for ``async def`` functions and composable into a :class:`Pipeline`.
+"""
+
+from ._events import (
+    CallFinished,
+    CallRejected,
+    Event,
+    FallbackUsed,
+    Observer,
+    PermitAcquired,
+    PermitReleased,
+    RetryGaveUp,
+    RetryScheduled,
+    StateChanged,
+    TimedOut,
+    add_observer,
+    remove_observer,
+)
+from ._policy import CallContext, Policy, call_context, current_context
+from .errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    FallbackChainFailed,
+    ResilienceError,
+    TimeoutExceeded,
+)
+from .fallback import Fallback, FallbackChain, Strategy
+from .pipeline import Pipeline
+from .retry import Backoff, Jitter, Retry
+from .timeout import Timeout
+
+__all__ = [
+    "Backoff",
+    "BulkheadFullError",
+    "CallContext",
+    "CallFinished",
+    "CallRejected",
+    "CircuitOpenError",
+    "Event",
+    "Fallback",
+    "FallbackChain",
+    "FallbackChainFailed",
+    "FallbackUsed",
+    "Jitter",
+    "Observer",
+    "PermitAcquired",
+    "PermitReleased",
+    "Pipeline",
+    "Policy",
+    "ResilienceError",
+    "Retry",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "StateChanged",
+    "Strategy",
+    "TimedOut",
+    "Timeout",
+    "TimeoutExceeded",
+    "add_observer",
+    "call_context",
+    "current_context",
+    "remove_observer",
+]
+
+__version__ = "0.1.0"

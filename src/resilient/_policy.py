@@ -1,0 +1,126 @@
+"""What every policy shares: the ``Policy`` base, decorator use, the call context.
+
+Every policy implements one coroutine method, ``call(fn, *args, **kwargs)``,
+that runs ``fn(*args, **kwargs)`` under the policy. Decorating is sugar over
+it, and a :class:`~resilient.Pipeline` chains ``call`` methods, so any policy
+composes with any other through that one narrow interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from . import _events
+from ._events import Observer
+from ._validate import check_name
+
+__all__ = ["CallContext", "Policy", "call_context", "current_context"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What the current call has been through so far.
+
+    One context is shared by every policy a call passes through (the outermost
+    context-aware policy creates it), so code inside the call can read its
+    ``attempt`` and ``deadline``, and a caller that opened the context with
+    :func:`call_context` can read afterwards which ``fallback`` answered.
+    """
+
+    policies: list[str] = field(default_factory=list)
+    """The policies the call passed through, outermost first, as ``kind:name``."""
+    attempt: int = 0
+    """The current attempt of the innermost retry, 1-based; 0 outside any retry."""
+    deadline: float | None = None
+    """The earliest timeout deadline on the loop clock, if any."""
+    fallback: str | None = None
+    """The fallback (or chain strategy) that answered, if one did."""
+
+    def enter(self, policy: Policy) -> None:
+        label = f"{policy.kind}:{policy.name}"
+        if label not in self.policies:
+            self.policies.append(label)
+
+
+_current: ContextVar[CallContext | None] = ContextVar("resilient_call_context", default=None)
+
+
+def current_context() -> CallContext | None:
+    """The context of the call running now, or ``None`` outside any policy that tracks it."""
+    return _current.get()
+
+
+@contextmanager
+def call_context() -> Iterator[CallContext]:
+    """Open a context that the policies called inside this block fill in.
+
+    >>> with call_context() as ctx:            # doctest: +SKIP
+    ...     answer = await ask("hello")
+    >>> ctx.fallback                           # doctest: +SKIP
+    'secondary'
+    """
+    ctx = CallContext()
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+class Policy(abc.ABC):
+    """Base of every policy: a ``name``, ``call``, and decorator use.
+
+    Subclasses implement :meth:`call`. ``_listeners`` is the tuple of observers
+    of this policy (its own plus the global ones): the hot path checks it once.
+    ``_fault`` is set only by the fault-injection registry in tests.
+    """
+
+    kind: ClassVar[str] = "policy"
+
+    def __init__(self, name: str, observers: tuple[Observer, ...] | list[Observer] = ()) -> None:
+        self.name = check_name(type(self).__name__, name)
+        own = tuple(observers)
+        for observer in own:
+            if not callable(observer):
+                raise ValueError(
+                    f"{type(self).__name__}: observers must be callables, got {observer!r}"
+                )
+        self._own_observers: tuple[Observer, ...] = own
+        self._listeners: tuple[Observer, ...] = own + _events.registry.observers
+        self._fault: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]] | None
+        self._fault = None
+        _events.registry.policies.add(self)
+        hook = _events.registry.on_new_policy
+        if hook is not None:
+            hook(self)
+
+    @abc.abstractmethod
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` under this policy."""
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an ``async def`` function; the result keeps its signature."""
+        if not callable(fn):
+            raise ValueError(f"{self!r} decorates an async callable, got {fn!r}")
+        call = self.call
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await call(fn, *args, **kwargs)
+
+        return wrapper
+
+    def _emit(self, event: _events.Event) -> None:
+        _events.emit(self, event)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"

@@ -1,0 +1,103 @@
+"""The exception tree of ``resilient``.
+
+Every error a policy raises on its own account derives from one root::
+
+    ResilienceError
+    ├── CircuitOpenError      a breaker rejected the call (.name, .retry_after)
+    ├── BulkheadFullError     a bulkhead had no room (.name, .reason)
+    ├── TimeoutExceeded       the call ran past its limit (.seconds); also a TimeoutError
+    └── FallbackChainFailed   every strategy failed; an ExceptionGroup of their errors
+
+Errors raised by the user's own code pass through unchanged. Cancellation is
+never caught, counted or wrapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+__all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "FallbackChainFailed",
+    "ResilienceError",
+    "TimeoutExceeded",
+]
+
+
+class ResilienceError(Exception):
+    """Root of every error raised by a policy itself."""
+
+
+class CircuitOpenError(ResilienceError):
+    """A circuit breaker rejected the call without running it.
+
+    ``retry_after`` is the number of seconds until a trial call may be admitted,
+    or ``None`` when unknown (forced open, or half-open with every trial taken).
+    """
+
+    def __init__(self, name: str, retry_after: float | None) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        if retry_after is None:
+            detail = "no trial call is possible now"
+        else:
+            detail = f"a trial call is possible in {retry_after:.3f}s"
+        super().__init__(f"circuit {name!r} is open: {detail}")
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None]]:
+        return type(self), (self.name, self.retry_after)
+
+
+BulkheadReason = Literal["queue_full", "max_wait"]
+
+
+class BulkheadFullError(ResilienceError):
+    """A bulkhead had no free permit: its queue was full, or the wait ran out."""
+
+    def __init__(self, name: str, reason: BulkheadReason, detail: str = "") -> None:
+        self.name = name
+        self.reason: BulkheadReason = reason
+        if not detail:
+            detail = "its queue is full" if reason == "queue_full" else "the wait ran out"
+        super().__init__(f"bulkhead {name!r} is full: {detail}")
+
+    def __reduce__(self) -> tuple[type[BulkheadFullError], tuple[str, BulkheadReason, str]]:
+        return type(self), (self.name, self.reason, "")
+
+
+class TimeoutExceeded(ResilienceError, TimeoutError):
+    """The call ran longer than ``seconds`` and was cancelled."""
+
+    def __init__(self, seconds: float, name: str = "timeout") -> None:
+        self.seconds = seconds
+        self.name = name
+        super().__init__(f"{name!r} timed out after {seconds:g}s")
+
+    def __reduce__(self) -> tuple[type[TimeoutExceeded], tuple[float, str]]:
+        return type(self), (self.seconds, self.name)
+
+
+class FallbackChainFailed(ExceptionGroup[Exception], ResilienceError):
+    """Every step of a fallback chain failed or was skipped.
+
+    The group holds each error in order: the wrapped function's first, then one
+    per strategy that ran.
+    """
+
+    def __new__(
+        cls, message: str, exceptions: Sequence[Exception], *, name: str = "fallback-chain"
+    ) -> FallbackChainFailed:
+        self = super().__new__(cls, message, exceptions)
+        self.name = name
+        return self
+
+    def __init__(
+        self, message: str, exceptions: Sequence[Exception], *, name: str = "fallback-chain"
+    ) -> None:
+        super().__init__(message, exceptions)
+        self.name = name
+
+    def derive(self, excs: Sequence[Exception]) -> FallbackChainFailed:  # type: ignore[override]
+        return FallbackChainFailed(self.message, excs, name=self.name)

@@ -1,0 +1,185 @@
+"""Fallback and fallback chains: an answer when the call fails.
+
+``Fallback(handler, on=...)`` turns a matching error into the handler's value.
+``FallbackChain(*strategies)`` tries the wrapped function, then each
+:class:`Strategy` in order, with the call's own arguments; the first success
+wins, and when all fail or are skipped it raises ``FallbackChainFailed``, an
+``ExceptionGroup`` of every error in order. Cancellation never triggers a
+fallback, and an error raised by a handler or a predicate propagates as is.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar, final
+
+from ._events import FallbackUsed, Observer
+from ._policy import CallContext, Policy, _current
+from ._validate import ExceptionFilter, check_exception_types, check_name, matches
+from .errors import FallbackChainFailed
+
+__all__ = ["Fallback", "FallbackChain", "Strategy"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def _resolve(value: Any) -> Any:
+    """Await ``value`` when a handler returned an awaitable (async handler)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _enter_context(policy: Policy) -> tuple[CallContext, Any]:
+    ctx = _current.get()
+    token = None
+    if ctx is None:
+        ctx = CallContext()
+        token = _current.set(ctx)
+    ctx.enter(policy)
+    return ctx, token
+
+
+@final
+class Fallback(Policy):
+    """``Fallback(handler, on=(Exception,), name="fallback")``.
+
+    ``handler(exc)`` is called with the error and its value (or awaited value,
+    for an async handler) is returned instead. ``on`` selects which errors:
+    exception types or a predicate on the exception.
+    """
+
+    kind = "fallback"
+
+    def __init__(
+        self,
+        handler: Callable[[Exception], Any],
+        *,
+        on: ExceptionFilter | type[Exception] = (Exception,),
+        name: str = "fallback",
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        super().__init__(name, tuple(observers))
+        if not callable(handler):
+            raise ValueError(f"Fallback({name!r}): handler must be callable, got {handler!r}")
+        self.handler = handler
+        self.on = check_exception_types(f"Fallback({name!r})", "on", on)
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._fault is not None:
+            fn = self._fault(fn)
+        ctx, token = _enter_context(self)
+        try:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                if not matches(self.on, exc):
+                    raise
+                value: T = await _resolve(self.handler(exc))
+                ctx.fallback = self.name
+                if self._listeners:
+                    self._emit(FallbackUsed(self.kind, self.name, self.name, type(exc).__name__))
+                return value
+        finally:
+            if token is not None:
+                _current.reset(token)
+
+
+@final
+class Strategy:
+    """One step of a :class:`FallbackChain`.
+
+    ``fn`` is called with the call's own arguments (sync or async).
+    ``can_handle``, if given, is a predicate on the last error: the strategy is
+    skipped unless it returns true.
+    """
+
+    __slots__ = ("can_handle", "fn", "name")
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        can_handle: Callable[[Exception], bool] | None = None,
+    ) -> None:
+        self.name = check_name("Strategy", name)
+        if not callable(fn):
+            raise ValueError(f"Strategy({name!r}): fn must be callable, got {fn!r}")
+        if can_handle is not None and not callable(can_handle):
+            raise ValueError(
+                f"Strategy({name!r}): can_handle must be a predicate, got {can_handle!r}"
+            )
+        self.fn = fn
+        self.can_handle = can_handle
+
+    def __repr__(self) -> str:
+        return f"Strategy({self.name!r})"
+
+
+@final
+class FallbackChain(Policy):
+    """``FallbackChain(*strategies, name="fallback-chain")``: see the module docstring."""
+
+    kind = "fallback_chain"
+
+    def __init__(
+        self,
+        *strategies: Strategy,
+        name: str = "fallback-chain",
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        super().__init__(name, tuple(observers))
+        if not strategies:
+            raise ValueError(f"FallbackChain({name!r}): strategies must not be empty, got ()")
+        for s in strategies:
+            if not isinstance(s, Strategy):
+                raise ValueError(
+                    f"FallbackChain({name!r}): strategies must be Strategy objects, got {s!r}"
+                )
+        seen = [s.name for s in strategies]
+        if len(set(seen)) != len(seen):
+            raise ValueError(
+                f"FallbackChain({name!r}): strategy names must be unique, got {seen!r}"
+            )
+        self.strategies = strategies
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._fault is not None:
+            fn = self._fault(fn)
+        ctx, token = _enter_context(self)
+        try:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                errors: list[Exception] = [exc]
+            for strategy in self.strategies:
+                last = errors[-1]
+                if strategy.can_handle is not None and not strategy.can_handle(last):
+                    continue
+                try:
+                    value: T = await _resolve(strategy.fn(*args, **kwargs))
+                except Exception as exc:
+                    errors.append(exc)
+                    continue
+                ctx.fallback = strategy.name
+                if self._listeners:
+                    self._emit(
+                        FallbackUsed(self.kind, self.name, strategy.name, type(errors[0]).__name__)
+                    )
+                return value
+            ran = len(errors) - 1
+            raise FallbackChainFailed(
+                f"fallback chain {self.name!r} failed: the call and {ran} of "
+                f"{len(self.strategies)} strategies raised (the rest were skipped)",
+                errors,
+                name=self.name,
+            )
+        finally:
+            if token is not None:
+                _current.reset(token)
+
+    def __repr__(self) -> str:
+        names = ", ".join(s.name for s in self.strategies)
+        return f"FallbackChain({names}, name={self.name!r})"

@@ -1,0 +1,91 @@
+"""Pipeline: several policies as one, outermost first.
+
+``Pipeline(a, b, c)`` runs a call as ``a(b(c(fn)))``. Each policy's ``call``
+receives the next one's ``call`` (bound with ``functools.partial``, no extra
+coroutine frame), so every policy sees the call's own arguments. Pipelines
+nest, and a pipeline of one policy behaves as that policy.
+
+The documented order is Fallback → Retry → CircuitBreaker → Bulkhead →
+Timeout: the timeout is per attempt, the breaker records every attempt, and
+no bulkhead permit is held during a backoff sleep.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, final
+
+from ._policy import CallContext, Policy, _current
+from ._validate import check_name
+
+__all__ = ["Pipeline"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@final
+class Pipeline(Policy):
+    """``Pipeline(*policies, name="pipeline")``, outermost first."""
+
+    kind = "pipeline"
+
+    def __init__(self, *policies: Policy, name: str = "pipeline") -> None:
+        super().__init__(check_name("Pipeline", name))
+        if not policies:
+            raise ValueError(f"Pipeline({name!r}): policies must not be empty, got ()")
+        for p in policies:
+            if not isinstance(p, Policy):
+                raise ValueError(f"Pipeline({name!r}): policies must be policies, got {p!r}")
+        self.policies: tuple[Policy, ...] = policies
+        self._labels = tuple(self._flatten(self))
+
+    @staticmethod
+    def _flatten(policy: Policy) -> list[str]:
+        if isinstance(policy, Pipeline):
+            return [label for p in policy.policies for label in Pipeline._flatten(p)]
+        return [f"{policy.kind}:{policy.name}"]
+
+    def _bind(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        if self._fault is not None:
+            fn = self._fault(fn)
+        chain = fn
+        for policy in reversed(self.policies):
+            chain = functools.partial(policy.call, chain)
+        return chain
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(self._bind(fn), args, kwargs)
+
+    async def _run(
+        self, chain: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        ctx = _current.get()
+        if ctx is not None:
+            ctx.policies.extend(label for label in self._labels if label not in ctx.policies)
+            return await chain(*args, **kwargs)
+        token = _current.set(CallContext(list(self._labels)))
+        try:
+            return await chain(*args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate; the chain of bound ``call`` methods is built once, here."""
+        if not callable(fn):
+            raise ValueError(f"{self!r} decorates an async callable, got {fn!r}")
+        run = self._run
+        bind = self._bind
+        chain = bind(fn)
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            # A fault armed after decoration must still apply: rebind then.
+            return await run(chain if self._fault is None else bind(fn), args, kwargs)
+
+        return wrapper
+
+    def __repr__(self) -> str:
+        inner = " → ".join(repr(p) for p in self.policies)
+        return f"Pipeline({inner}, name={self.name!r})"
