@@ -1,0 +1,179 @@
+"""A small timing harness shared by the benchmarks (not part of the library).
+
+How a figure is made:
+
+- Every case is a zero-argument coroutine function built by an async setup
+  (so a setup can, say, trip a breaker before the timing starts). The
+  harness adds the baseline case ``"bare await"``: ``await f()`` on the same
+  trivial coroutine function ``target`` the cases wrap.
+- One *round* times every case once, each over ``n`` calls in a plain loop
+  (``try: await call() except Exception: pass``; a ``try`` costs nothing in
+  Python 3.11 when nothing is raised, so the baseline loop is the same loop).
+  The cases run in a different order each round, so drift in the machine's
+  speed spreads evenly over them.
+- ``warmup`` rounds are thrown away, then ``repeats`` rounds are kept. A
+  case's figure is the median of its per-call times over the kept rounds;
+  the spread is the interquartile range.
+- ``overhead`` is the median minus the bare await's median *from the same
+  run*, and ``ratio`` is the median over the bare await's median: both are
+  comparable across machines, absolute times are not.
+
+The garbage collector is collected before, and disabled during, each timed
+loop (as ``timeit`` does). Everything runs on one plain asyncio loop in real
+time, with ``time.perf_counter``: this is a measurement, not library code.
+
+Run a benchmark module with ``python benchmarks/<name>.py``; ``--quick``
+makes fewer, shorter rounds for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import random
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Case", "Result", "parse_args", "print_table", "run_cases", "target"]
+
+Call = Callable[[], Awaitable[Any]]
+Setup = Callable[[], Awaitable[Call]]
+
+
+async def target() -> int:
+    """The trivial coroutine every case wraps (and the bare await calls)."""
+    return 1
+
+
+async def _bare() -> Call:
+    return target
+
+
+@dataclass
+class Case:
+    """One thing to time: ``setup()`` returns the zero-argument call to time.
+
+    ``expect`` is the exception type each call must raise (``None``: it must
+    return); the harness checks one call before timing, so a case that does
+    not do what its name says fails loudly instead of reporting a figure.
+    """
+
+    name: str
+    setup: Setup
+    expect: type[BaseException] | None = None
+    note: str = ""
+
+
+@dataclass
+class Result:
+    """Per-call figures of one case, in seconds (medians over the kept rounds)."""
+
+    name: str
+    median: float
+    q1: float
+    q3: float
+    overhead: float
+    ratio: float
+    note: str = ""
+    samples: list[float] = field(default_factory=list, repr=False)
+
+
+async def _time_once(call: Call, n: int) -> float:
+    loop = range(n)
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in loop:
+            try:  # noqa: SIM105 (contextlib.suppress would add its own cost)
+                await call()
+            except Exception:
+                pass
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    return elapsed / n
+
+
+async def _check(case: Case, call: Call) -> None:
+    try:
+        await call()
+    except Exception as exc:
+        if case.expect is None or not isinstance(exc, case.expect):
+            raise RuntimeError(
+                f"case {case.name!r}: raised {exc!r}, expected {case.expect}"
+            ) from exc
+        return
+    if case.expect is not None:
+        raise RuntimeError(f"case {case.name!r}: returned, expected {case.expect.__name__}")
+
+
+async def _run(cases: list[Case], n: int, repeats: int, warmup: int) -> list[Result]:
+    bare = Case("bare await", _bare)
+    every = [bare, *cases]
+    calls = {}
+    for case in every:
+        call = await case.setup()
+        await _check(case, call)
+        calls[case.name] = call
+    samples: dict[str, list[float]] = {case.name: [] for case in every}
+    rng = random.Random(1234)
+    order = list(every)
+    for round_ in range(warmup + repeats):
+        rng.shuffle(order)
+        for case in order:
+            t = await _time_once(calls[case.name], n)
+            if round_ >= warmup:
+                samples[case.name].append(t)
+    base = statistics.median(samples[bare.name])
+    results = []
+    for case in every:
+        s = samples[case.name]
+        q1, _, q3 = statistics.quantiles(s, n=4) if len(s) > 1 else (s[0], s[0], s[0])
+        med = statistics.median(s)
+        results.append(Result(case.name, med, q1, q3, med - base, med / base, case.note, s))
+    return results
+
+
+def run_cases(
+    cases: list[Case], *, n: int = 20_000, repeats: int = 15, warmup: int = 2
+) -> list[Result]:
+    """Time every case (plus the bare await) on a fresh asyncio loop; the bare await first."""
+    return asyncio.run(_run(cases, n, repeats, warmup))
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    """``--quick``, ``-n`` calls per round, ``--repeats`` kept rounds, ``--warmup`` rounds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="few short rounds (smoke run)")
+    parser.add_argument("-n", type=int, default=20_000, help="calls per case per round")
+    parser.add_argument("--repeats", type=int, default=15, help="rounds kept")
+    parser.add_argument("--warmup", type=int, default=2, help="rounds thrown away")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.repeats, args.warmup = 2_000, 3, 1
+    return args
+
+
+def print_table(title: str, results: list[Result], *, file: Any = None) -> None:
+    """A plain-text table: per-call median, spread, overhead above bare await, ratio."""
+    out = file or sys.stdout
+    print(f"\n{title}", file=out)
+    width = max(len(r.name) for r in results)
+    header = f"{'case':<{width}}  {'per call':>9}  {'IQR':>15}  {'overhead':>9}  {'x bare':>7}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for r in results:
+        spread = f"{r.q1 * 1e6:.3f}-{r.q3 * 1e6:.3f}"
+        line = (
+            f"{r.name:<{width}}  {r.median * 1e6:>7.3f}µs  {spread:>15}  "
+            f"{r.overhead * 1e6:>7.3f}µs  {r.ratio:>6.2f}x"
+        )
+        if r.note:
+            line += f"  ({r.note})"
+        print(line, file=out)
