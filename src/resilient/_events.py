@@ -161,7 +161,7 @@ def add_observer(observer: Observer) -> None:
 def remove_observer(observer: Observer) -> None:
     """Detach a global observer; unknown observers are ignored."""
     if observer in registry.observers:
-        registry.observers = tuple(o for o in registry.observers if o is not observer)
+        registry.observers = tuple(o for o in registry.observers if o != observer)
         registry.refresh()
 
 
@@ -179,5 +179,5 @@ def _drop(observer: Observer) -> None:
     remove_observer(observer)
     for policy in list(registry.policies):
         if observer in policy._own_observers:
-            policy._own_observers = tuple(o for o in policy._own_observers if o is not observer)
+            policy._own_observers = tuple(o for o in policy._own_observers if o != observer)
             policy._listeners = policy._own_observers + registry.observers

@@ -120,10 +120,15 @@ class Backoff:
             return min(self.initial + self.step * (k - 1), self.maximum)
         if self.initial == 0.0 or self.multiplier == 1.0:
             return min(self.initial, self.maximum)
-        # Compare in log space so a huge k saturates instead of overflowing.
-        if (k - 1) * math.log(self.multiplier) >= math.log(self.maximum / self.initial):
+        # Work in log space so a huge k (or a tiny initial) saturates instead
+        # of overflowing: log(d) = log(initial) + (k - 1) * log(multiplier).
+        log_d = math.log(self.initial) + (k - 1) * math.log(self.multiplier)
+        if log_d >= math.log(self.maximum):
             return self.maximum
-        return min(self.initial * self.multiplier ** (k - 1), self.maximum)
+        try:  # exact where it fits, so 1.0 * 2 ** 2 is 4.0, not 3.9999...
+            return min(self.initial * self.multiplier ** (k - 1), self.maximum)
+        except OverflowError:  # multiplier ** (k - 1) alone overflows; initial is tiny
+            return min(math.exp(log_d), self.maximum)
 
     def delay(self, k: int, previous: float, rng: random.Random | None = None) -> float:
         """The jittered delay before retry ``k``; ``previous`` is the last delay slept."""
@@ -320,14 +325,15 @@ class Retry(Policy):
 
     def _give_up(self, exc: Exception, attempt: int, start: float, why: str) -> None:
         elapsed = now() - start
-        reason = {
-            "attempts": f"after {attempt} attempt{'s' if attempt != 1 else ''}",
-            "deadline": f"at its deadline of {self.deadline:g}s after {attempt} attempts",
-            "retry_after": (
+        if why == "deadline":
+            reason = f"at its deadline of {self.deadline}s after {attempt} attempts"
+        elif why == "retry_after":
+            reason = (
                 f"after {attempt} attempts: the retry hint exceeds "
-                f"max_retry_after={self.max_retry_after:g}s"
-            ),
-        }[why]
+                f"max_retry_after={self.max_retry_after}s"
+            )
+        else:
+            reason = f"after {attempt} attempt{'s' if attempt != 1 else ''}"
         exc.add_note(f"resilient: Retry({self.name!r}) gave up {reason}, {elapsed:.3f}s elapsed")
         if self._listeners:
             self._emit(RetryGaveUp(self.kind, self.name, attempt, elapsed, why, type(exc).__name__))

@@ -1,0 +1,104 @@
+"""Observers: global and per-policy, dropped when they raise, never breaking a call."""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import pytest
+
+import resilient
+from resilient import Backoff, Event, Retry, RetryScheduled
+from resilient._events import registry
+
+pytestmark = pytest.mark.anyio
+
+
+async def two_failures_then_ok() -> str:
+    two_failures_then_ok.calls += 1  # type: ignore[attr-defined]
+    if two_failures_then_ok.calls <= 2:  # type: ignore[attr-defined]
+        raise ConnectionError
+    return "ok"
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls() -> None:
+    two_failures_then_ok.calls = 0  # type: ignore[attr-defined]
+
+
+async def test_global_observer_sees_existing_and_new_policies() -> None:
+    """add_observer reaches policies built before and after it; remove_observer stops it."""
+    seen: list[Event] = []
+    before = Retry("before", attempts=3, backoff=Backoff.constant(0))
+    resilient.add_observer(seen.append)
+    try:
+        after = Retry("after", attempts=3, backoff=Backoff.constant(0))
+        await before.call(two_failures_then_ok)
+        two_failures_then_ok.calls = 0  # type: ignore[attr-defined]
+        await after.call(two_failures_then_ok)
+    finally:
+        resilient.remove_observer(seen.append)
+    assert [e.name for e in seen if isinstance(e, RetryScheduled)] == [
+        "before", "before", "after", "after",
+    ]  # fmt: skip
+    assert before._listeners == ()
+    seen.clear()
+    two_failures_then_ok.calls = 0  # type: ignore[attr-defined]
+    await before.call(two_failures_then_ok)
+    assert seen == []
+
+
+async def test_own_observers_only_see_their_policy() -> None:
+    """observers= on one policy does not leak to others."""
+    mine: list[Event] = []
+    watched = Retry("watched", attempts=3, backoff=Backoff.constant(0), observers=[mine.append])
+    other = Retry("other", attempts=3, backoff=Backoff.constant(0))
+    await watched.call(two_failures_then_ok)
+    two_failures_then_ok.calls = 0  # type: ignore[attr-defined]
+    await other.call(two_failures_then_ok)
+    assert {e.name for e in mine} == {"watched"}
+    assert len(mine) == 2
+
+
+async def test_raising_observer_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """An observer that raises never breaks the call; it is logged once and detached."""
+    calls = 0
+
+    def broken(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("exporter down")
+
+    good: list[Event] = []
+    retry = Retry("r", attempts=3, backoff=Backoff.constant(0), observers=[broken, good.append])
+    with caplog.at_level(logging.ERROR, logger="resilient"):
+        assert await retry.call(two_failures_then_ok) == "ok"
+    assert calls == 1
+    assert len(good) == 2
+    assert "exporter down" in caplog.text
+    assert broken not in retry._listeners
+
+
+def test_policies_are_weakly_held() -> None:
+    """A dropped policy leaves the registry."""
+    retry = Retry("ephemeral")
+    assert retry in registry.policies
+    del retry
+    gc.collect()
+    assert all(p.name != "ephemeral" for p in registry.policies)
+
+
+def test_events_are_frozen_and_slotted() -> None:
+    """Events cannot be mutated and carry no per-instance dict."""
+    event = RetryScheduled("retry", "r", 1, 0.5, "ConnectionError")
+    with pytest.raises(AttributeError):
+        event.delay = 2.0  # type: ignore[misc]
+    assert not hasattr(event, "__dict__")
+
+
+def test_add_observer_rejects_non_callables() -> None:
+    """Only callables can observe."""
+    with pytest.raises(ValueError, match="observer"):
+        resilient.add_observer(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="observers"):
+        Retry("r", observers=[42])  # type: ignore[list-item]
