@@ -20,6 +20,7 @@ from ._events import (
     remove_observer,
 )
 from ._policy import CallContext, Policy, call_context, current_context
+from .bulkhead import Bulkhead
 from .errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -34,6 +35,7 @@ from .timeout import Timeout
 
 __all__ = [
     "Backoff",
+    "Bulkhead",
     "BulkheadFullError",
     "CallContext",
     "CallFinished",
