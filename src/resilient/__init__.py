@@ -29,6 +29,7 @@ from .errors import (
     TimeoutExceeded,
 )
 from .fallback import Fallback, FallbackChain, Strategy
+from .observe.snapshot import PolicySnapshot, Snapshot, snapshot
 from .pipeline import Pipeline
 from .retry import Backoff, Jitter, Retry
 from .timeout import Timeout
@@ -52,10 +53,12 @@ __all__ = [
     "PermitReleased",
     "Pipeline",
     "Policy",
+    "PolicySnapshot",
     "ResilienceError",
     "Retry",
     "RetryGaveUp",
     "RetryScheduled",
+    "Snapshot",
     "StateChanged",
     "Strategy",
     "TimedOut",
@@ -65,6 +68,7 @@ __all__ = [
     "call_context",
     "current_context",
     "remove_observer",
+    "snapshot",
 ]
 
 __version__ = "0.1.0"

@@ -1,0 +1,215 @@
+"""``resilient.snapshot()``: every live policy's state and figures, and a health score.
+
+A snapshot reads each live policy once, at the moment it is taken, and keeps
+plain values only: it never holds a policy alive. Policies are weakly held by
+the registry, so a policy nobody refers to any more is gone from the next
+snapshot (once the garbage collector has dropped it).
+
+What each kind reports (``state``, ``figures``):
+
+- ``circuit_breaker``: ``state`` is ``"closed"``, ``"open"``, ``"half_open"``,
+  ``"forced_open"`` or ``"disabled"``; figures ``failure_rate``,
+  ``slow_call_rate`` (0 to 1), ``calls``, ``failed_calls``, ``slow_calls`` (in
+  the current window) and ``not_permitted_calls`` (since creation or reset).
+- ``bulkhead``: ``state`` is ``None``; figures ``active``, ``waiting``,
+  ``available`` and ``max_concurrent``.
+- every other kind (retry, timeout, fallback, fallback_chain, pipeline): no
+  state and no figures; they keep none between calls.
+
+:meth:`Snapshot.health_score` weighs four sub-scores, each in [0, 1] (1 is
+healthy, and a sub-score with nothing to judge is 1):
+
+=================  ======  ===========================================================
+sub-score          weight  definition
+=================  ======  ===========================================================
+``breakers``       0.3     mean over breakers of closed/disabled 1, half-open 0.5,
+                           open/forced-open 0
+``error_rate``     0.3     mean over breakers of ``ramp(failure_rate, 0.05, 0.5)``
+``latency``        0.2     mean over breakers of ``ramp(slow_call_rate, 0.05, 0.5)``
+``bulkheads``      0.2     mean over bulkheads of ``ramp(active / max_concurrent, 0.7, 1.0)``
+=================  ======  ===========================================================
+
+``ramp(x, good, bad)`` is 1 at or below ``good``, 0 at or above ``bad``, and
+linear in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, final
+
+from .._events import registry
+from .._time import now_or_none
+
+if TYPE_CHECKING:
+    from .._policy import Policy
+
+__all__ = [
+    "BREAKER_FIGURES",
+    "BULKHEAD_FIGURES",
+    "HEALTH_WEIGHTS",
+    "STATE_SCORES",
+    "PolicySnapshot",
+    "Snapshot",
+    "live_policies",
+    "read_policy",
+    "snapshot",
+]
+
+BREAKER_FIGURES = (
+    "failure_rate",
+    "slow_call_rate",
+    "calls",
+    "failed_calls",
+    "slow_calls",
+    "not_permitted_calls",
+)
+BULKHEAD_FIGURES = ("active", "waiting", "available", "max_concurrent")
+
+HEALTH_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"breakers": 0.3, "error_rate": 0.3, "latency": 0.2, "bulkheads": 0.2}
+)
+"""The weight of each sub-score in :meth:`Snapshot.health_score` (they sum to 1)."""
+
+STATE_SCORES: Mapping[str, float] = MappingProxyType(
+    {"closed": 1.0, "disabled": 1.0, "half_open": 0.5, "open": 0.0, "forced_open": 0.0}
+)
+"""A breaker's contribution to the ``breakers`` sub-score, by state."""
+
+# (good, bad) thresholds of each ramp: 1 at or below good, 0 at or above bad.
+ERROR_RATE_RAMP = (0.05, 0.5)
+SLOW_RATE_RAMP = (0.05, 0.5)
+SATURATION_RAMP = (0.7, 1.0)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    """One policy as it was when the snapshot was taken.
+
+    ``state`` is a breaker's state name (lower case), ``None`` for other kinds;
+    ``figures`` its current numbers (see the module docstring), read-only.
+    """
+
+    kind: str
+    name: str
+    state: str | None
+    figures: Mapping[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: ``kind``, ``name``, ``state``, ``figures``."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "state": self.state,
+            "figures": dict(self.figures),
+        }
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every live policy at one moment, sorted by kind then name.
+
+    ``taken_at`` is the loop clock's reading in seconds, ``None`` when taken
+    outside a running event loop.
+    """
+
+    policies: tuple[PolicySnapshot, ...]
+    taken_at: float | None = None
+
+    def of_kind(self, kind: str) -> tuple[PolicySnapshot, ...]:
+        """The policies of one kind, e.g. ``"circuit_breaker"``."""
+        return tuple(p for p in self.policies if p.kind == kind)
+
+    def health_components(self) -> dict[str, float]:
+        """The four sub-scores, each in [0, 1], keyed as :data:`HEALTH_WEIGHTS`."""
+        breakers = [p for p in self.policies if p.kind == "circuit_breaker"]
+        bulkheads = [p for p in self.policies if p.kind == "bulkhead"]
+        return {
+            "breakers": _mean(STATE_SCORES.get(p.state or "", 0.0) for p in breakers),
+            "error_rate": _mean(
+                _ramp(p.figures["failure_rate"], *ERROR_RATE_RAMP) for p in breakers
+            ),
+            "latency": _mean(_ramp(p.figures["slow_call_rate"], *SLOW_RATE_RAMP) for p in breakers),
+            "bulkheads": _mean(_ramp(_saturation(p), *SATURATION_RAMP) for p in bulkheads),
+        }
+
+    def health_score(self) -> float:
+        """The weighted sum of :meth:`health_components`: 1 is healthy, 0 is down."""
+        parts = self.health_components()
+        score = sum(HEALTH_WEIGHTS[key] * value for key, value in parts.items())
+        return min(1.0, max(0.0, score))
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for a ``/health`` endpoint): score, sub-scores, policies."""
+        return {
+            "health_score": self.health_score(),
+            "components": self.health_components(),
+            "taken_at": self.taken_at,
+            "policies": [p.as_dict() for p in self.policies],
+        }
+
+
+def _ramp(x: float, good: float, bad: float) -> float:
+    if x <= good:
+        return 1.0
+    if x >= bad:
+        return 0.0
+    return (bad - x) / (bad - good)
+
+
+def _mean(values: Any) -> float:
+    items = list(values)
+    return sum(items) / len(items) if items else 1.0
+
+
+def _saturation(p: PolicySnapshot) -> float:
+    limit = p.figures["max_concurrent"]
+    return p.figures["active"] / limit if limit > 0 else 1.0
+
+
+def state_name(state: object) -> str:
+    """A breaker state as a lower-case name (``CircuitState.HALF_OPEN`` → ``"half_open"``)."""
+    name = getattr(state, "name", state)
+    return str(name).lower()
+
+
+def read_policy(policy: Policy) -> PolicySnapshot:
+    """Read one policy's state and figures now (by its ``kind``, duck-typed)."""
+    kind = policy.kind
+    state: str | None = None
+    figures: dict[str, float] = {}
+    if kind == "circuit_breaker":
+        state = state_name(getattr(policy, "state"))  # noqa: B009 (not on Policy)
+        metrics = getattr(policy, "metrics")  # noqa: B009
+        figures = {key: getattr(metrics, key) for key in BREAKER_FIGURES}
+    elif kind == "bulkhead":
+        figures = {key: getattr(policy, key) for key in BULKHEAD_FIGURES}
+    return PolicySnapshot(kind, policy.name, state, MappingProxyType(figures))
+
+
+def live_policies(select: Callable[[Policy], bool] | None = None) -> list[Policy]:
+    """The live policies (optionally those ``select`` accepts), strongly held by the list."""
+    # Another thread (a metrics scrape) may read while the loop creates a
+    # policy; a WeakSet then refuses to go on iterating: read it again.
+    for _ in range(10):
+        try:
+            found = list(registry.policies)
+            break
+        except RuntimeError:
+            continue
+    else:  # pragma: no cover - would need ten races in a row
+        found = []
+    if select is not None:
+        found = [p for p in found if select(p)]
+    return found
+
+
+def snapshot() -> Snapshot:
+    """Every live policy's kind, name, state and figures now; see :class:`Snapshot`."""
+    read = [read_policy(p) for p in live_policies()]
+    read.sort(key=lambda p: (p.kind, p.name))
+    return Snapshot(tuple(read), now_or_none())
