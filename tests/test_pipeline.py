@@ -71,7 +71,7 @@ async def test_nested_pipelines_flatten_in_order() -> None:
     ]  # fmt: skip
     with call_context() as ctx:
         await outer.call(fn)
-    assert ctx.policies == ["tracer:a", "tracer:b", "tracer:c", "tracer:d"]
+    assert ctx.policies == ("tracer:a", "tracer:b", "tracer:c", "tracer:d")
 
 
 async def test_pipeline_of_one_behaves_as_the_policy() -> None:
@@ -134,7 +134,7 @@ async def test_decorated_pipeline_keeps_signature_and_context_is_cleared() -> No
     async def double(x: int) -> int:
         ctx = current_context()
         assert ctx is not None
-        assert ctx.policies == ["retry:r", "timeout:timeout"]
+        assert ctx.policies == ("retry:r", "timeout:timeout")
         return 2 * x
 
     assert double.__name__ == "double"

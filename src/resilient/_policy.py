@@ -12,8 +12,8 @@ import abc
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from . import _events
@@ -36,7 +36,7 @@ class CallContext:
     :func:`call_context` can read afterwards which ``fallback`` answered.
     """
 
-    policies: list[str] = field(default_factory=list)
+    policies: tuple[str, ...] = ()
     """The policies the call passed through, outermost first, as ``kind:name``."""
     attempt: int = 0
     """The current attempt of the innermost retry, 1-based; 0 outside any retry."""
@@ -45,13 +45,24 @@ class CallContext:
     fallback: str | None = None
     """The fallback (or chain strategy) that answered, if one did."""
 
-    def enter(self, policy: Policy) -> None:
-        label = f"{policy.kind}:{policy.name}"
+    def enter(self, label: str) -> None:
+        """Note that the call passes through the policy labelled ``label``."""
         if label not in self.policies:
-            self.policies.append(label)
+            self.policies += (label,)
 
 
 _current: ContextVar[CallContext | None] = ContextVar("resilient_call_context", default=None)
+
+
+def enter_context(label: str) -> tuple[CallContext, Token[CallContext | None] | None]:
+    """The current context, entered by ``label``; a new one (and its reset token) if none."""
+    ctx = _current.get()
+    if ctx is None:
+        ctx = CallContext((label,))
+        return ctx, _current.set(ctx)
+    if label not in ctx.policies:
+        ctx.policies += (label,)
+    return ctx, None
 
 
 def current_context() -> CallContext | None:
@@ -88,6 +99,7 @@ class Policy(abc.ABC):
 
     def __init__(self, name: str, observers: tuple[Observer, ...] | list[Observer] = ()) -> None:
         self.name = check_name(type(self).__name__, name)
+        self._label = f"{self.kind}:{name}"  # how the call context lists this policy
         own = tuple(observers)
         for observer in own:
             if not callable(observer):

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, final
 
 from ._events import FallbackUsed, Observer
-from ._policy import CallContext, Policy, _current
+from ._policy import Policy, _current, enter_context
 from ._validate import ExceptionFilter, check_exception_types, check_name, matches
 from .errors import FallbackChainFailed
 
@@ -30,16 +30,6 @@ async def _resolve(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
-
-
-def _enter_context(policy: Policy) -> tuple[CallContext, Any]:
-    ctx = _current.get()
-    token = None
-    if ctx is None:
-        ctx = CallContext()
-        token = _current.set(ctx)
-    ctx.enter(policy)
-    return ctx, token
 
 
 @final
@@ -70,7 +60,7 @@ class Fallback(Policy):
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
-        ctx, token = _enter_context(self)
+        ctx, token = enter_context(self._label)
         try:
             try:
                 return await fn(*args, **kwargs)
@@ -148,7 +138,7 @@ class FallbackChain(Policy):
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
-        ctx, token = _enter_context(self)
+        ctx, token = enter_context(self._label)
         try:
             try:
                 return await fn(*args, **kwargs)

@@ -45,7 +45,7 @@ class Pipeline(Policy):
     def _flatten(policy: Policy) -> list[str]:
         if isinstance(policy, Pipeline):
             return [label for p in policy.policies for label in Pipeline._flatten(p)]
-        return [f"{policy.kind}:{policy.name}"]
+        return [policy._label]
 
     def _bind(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         if self._fault is not None:
@@ -63,9 +63,9 @@ class Pipeline(Policy):
     ) -> T:
         ctx = _current.get()
         if ctx is not None:
-            ctx.policies.extend(label for label in self._labels if label not in ctx.policies)
+            ctx.policies += tuple(label for label in self._labels if label not in ctx.policies)
             return await chain(*args, **kwargs)
-        token = _current.set(CallContext(list(self._labels)))
+        token = _current.set(CallContext(self._labels))
         try:
             return await chain(*args, **kwargs)
         finally:

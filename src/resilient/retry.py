@@ -255,56 +255,51 @@ class Retry(Policy):
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
+        # The call context, inlined: this is the success path's main cost.
         ctx = _current.get()
         token = None
         if ctx is None:
-            ctx = CallContext()
+            ctx = CallContext((self._label,))
             token = _current.set(ctx)
-        ctx.enter(self)
+        elif self._label not in ctx.policies:
+            ctx.policies += (self._label,)
         try:
-            return await self._run(ctx, fn, args, kwargs)
+            start = now()
+            previous = 0.0
+            attempt = 1
+            while True:
+                ctx.attempt = attempt
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    if not self._should_retry(exc):
+                        raise
+                    delay, why = self._next_delay(exc, attempt, previous, start)
+                    if why is not None:
+                        self._give_up(exc, attempt, start, why)
+                        raise
+                    error: str | None = type(exc).__name__
+                else:
+                    predicate = self.retry_if_result
+                    if predicate is None or not predicate(result):
+                        return result
+                    delay, why = self._next_delay(None, attempt, previous, start)
+                    if why is not None:
+                        if self._listeners:
+                            elapsed = now() - start
+                            self._emit(
+                                RetryGaveUp(self.kind, self.name, attempt, elapsed, why, None)
+                            )
+                        return result
+                    error = None
+                if self._listeners:
+                    self._emit(RetryScheduled(self.kind, self.name, attempt, delay, error))
+                await anyio.sleep(delay)
+                previous = delay
+                attempt += 1
         finally:
             if token is not None:
                 _current.reset(token)
-
-    async def _run(
-        self,
-        ctx: CallContext,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        start = now()
-        previous = 0.0
-        attempt = 1
-        while True:
-            ctx.attempt = attempt
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                if not self._should_retry(exc):
-                    raise
-                delay, why = self._next_delay(exc, attempt, previous, start)
-                if why is not None:
-                    self._give_up(exc, attempt, start, why)
-                    raise
-                error: str | None = type(exc).__name__
-            else:
-                predicate = self.retry_if_result
-                if predicate is None or not predicate(result):
-                    return result
-                delay, why = self._next_delay(None, attempt, previous, start)
-                if why is not None:
-                    if self._listeners:
-                        elapsed = now() - start
-                        self._emit(RetryGaveUp(self.kind, self.name, attempt, elapsed, why, None))
-                    return result
-                error = None
-            if self._listeners:
-                self._emit(RetryScheduled(self.kind, self.name, attempt, delay, error))
-            await anyio.sleep(delay)
-            previous = delay
-            attempt += 1
 
     def _next_delay(
         self, exc: BaseException | None, attempt: int, previous: float, start: float

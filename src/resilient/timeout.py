@@ -13,7 +13,7 @@ from typing import ParamSpec, TypeVar, final
 import anyio
 
 from ._events import Observer, TimedOut
-from ._policy import CallContext, Policy, _current
+from ._policy import Policy, _current, enter_context
 from ._time import now
 from ._validate import check_seconds
 from .errors import TimeoutExceeded
@@ -44,12 +44,7 @@ class Timeout(Policy):
         if self._fault is not None:
             fn = self._fault(fn)
         deadline = now() + self.seconds
-        ctx = _current.get()
-        token = None
-        if ctx is None:
-            ctx = CallContext()
-            token = _current.set(ctx)
-        ctx.enter(self)
+        ctx, token = enter_context(self._label)
         outer_deadline = ctx.deadline
         if outer_deadline is None or deadline < outer_deadline:
             ctx.deadline = deadline
