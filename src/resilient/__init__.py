@@ -20,6 +20,8 @@ from ._events import (
     remove_observer,
 )
 from ._policy import CallContext, Policy, call_context, current_context
+from ._window import CountWindow, TimeWindow
+from .breaker import CircuitBreaker, CircuitState
 from .bulkhead import Bulkhead
 from .errors import (
     BulkheadFullError,
@@ -41,7 +43,10 @@ __all__ = [
     "CallContext",
     "CallFinished",
     "CallRejected",
+    "CircuitBreaker",
     "CircuitOpenError",
+    "CircuitState",
+    "CountWindow",
     "Event",
     "Fallback",
     "FallbackChain",
@@ -61,6 +66,7 @@ __all__ = [
     "Snapshot",
     "StateChanged",
     "Strategy",
+    "TimeWindow",
     "TimedOut",
     "Timeout",
     "TimeoutExceeded",

@@ -1,0 +1,672 @@
+"""Circuit breaker: stop calling a dependency that keeps failing, try it again later.
+
+States and transitions (anything else is a bug and raises)::
+
+                 failure or slow rate >= threshold
+                 (or consecutive failures)
+      CLOSED  ─────────────────────────────────▶  OPEN
+        ▲                                          │  open_duration elapsed
+        │ every trial recorded,                    ▼  (lazily, at the next look)
+        │ rates below thresholds               HALF_OPEN ── trials fail, or run
+        └──────────────────────────────────────   │         past half_open_max_duration
+                                                   └──────▶ OPEN (duration backs off)
+
+      force_open() → FORCED_OPEN    disable() → DISABLED    reset() → CLOSED (from any)
+
+Each state is one small object (``_Closed``, ``_Open``, ``_HalfOpen``,
+``_ForcedOpen``, ``_Disabled``) behind one interface: ``tick`` (a transition
+due by the clock), ``admit``, ``record`` and ``release``. A transition
+replaces the state object whole, through :meth:`CircuitBreaker._set_state`,
+which checks the table ``_TRANSITIONS``. The identity of the state object
+marks a *period*: a call remembers the state that admitted it, and when it
+ends in another period its outcome is stale and changes nothing.
+
+Every decision (read the state, decide, write it) runs without an await in
+between, so concurrent anyio tasks, which interleave only at awaits, always
+see a consistent state: e.g. HALF_OPEN admits exactly ``half_open_max_calls``
+trials however many calls arrive at once.
+
+Where the state lives: the breaker's ``_state`` (written only by
+``_set_state``) and its window (written only by the state objects'
+``record``). A shared store (a later addition) plugs in at those two places.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn, ParamSpec, Protocol, TypeVar, final
+
+from . import _time
+from ._events import CallFinished, CallRejected, Observer, Outcome, StateChanged
+from ._policy import Policy
+from ._time import now as _now
+from ._validate import (
+    ExceptionFilter,
+    check_exception_types,
+    check_int,
+    check_name,
+    check_seconds,
+    check_unit_interval,
+    matches,
+)
+from ._window import CountWindow, TimeWindow, Window
+from .errors import CircuitOpenError
+
+__all__ = ["CircuitBreaker", "CircuitMetrics", "CircuitState"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class CircuitState(enum.StrEnum):
+    """The state a breaker is in (values are the lower-case names used in events)."""
+
+    CLOSED = "closed"
+    """Calls run; outcomes are recorded and evaluated."""
+    OPEN = "open"
+    """Calls are rejected until ``open_duration`` has passed."""
+    HALF_OPEN = "half_open"
+    """Up to ``half_open_max_calls`` trial calls run; their outcomes decide."""
+    FORCED_OPEN = "forced_open"
+    """Every call is rejected until ``reset()`` or ``disable()``."""
+    DISABLED = "disabled"
+    """Every call runs; nothing is recorded."""
+
+
+CLOSED = CircuitState.CLOSED
+OPEN = CircuitState.OPEN
+HALF_OPEN = CircuitState.HALF_OPEN
+FORCED_OPEN = CircuitState.FORCED_OPEN
+DISABLED = CircuitState.DISABLED
+
+# The legal transitions: reset() reaches CLOSED from anywhere (CLOSED itself
+# included: a fresh period with an empty window); the clock moves OPEN to
+# HALF_OPEN; trials move HALF_OPEN to CLOSED or OPEN; the manual switches
+# reach FORCED_OPEN and DISABLED from anywhere else.
+_TRANSITIONS: dict[CircuitState, frozenset[CircuitState]] = {
+    CLOSED: frozenset({CLOSED, OPEN, FORCED_OPEN, DISABLED}),
+    OPEN: frozenset({CLOSED, HALF_OPEN, FORCED_OPEN, DISABLED}),
+    HALF_OPEN: frozenset({CLOSED, OPEN, FORCED_OPEN, DISABLED}),
+    FORCED_OPEN: frozenset({CLOSED, DISABLED}),
+    DISABLED: frozenset({CLOSED, FORCED_OPEN}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitMetrics:
+    """A snapshot of a breaker's counts and rates.
+
+    CLOSED (and FORCED_OPEN/DISABLED entered from it): the window, with both
+    rates 0.0 while it holds fewer than ``minimum_calls`` calls in CLOSED.
+    OPEN: the counts that tripped it (the window, or the trials). HALF_OPEN:
+    the trials recorded so far, rates with no minimum.
+    """
+
+    failure_rate: float
+    slow_call_rate: float
+    calls: int
+    failed_calls: int
+    slow_calls: int
+    not_permitted_calls: int
+
+
+class _Counts(Protocol):
+    """What metrics read: a window or a half-open period's trials."""
+
+    calls: int
+    failed: int
+    slow: int
+
+    def expire(self, now: float) -> None: ...
+
+
+_Rejection = tuple[str, float | None]  # (reason, retry_after)
+_FaultHook = Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]
+
+
+class _State:
+    """One period of the breaker in one state: the interface every state implements."""
+
+    __slots__ = ("counts",)
+    kind: ClassVar[CircuitState]
+    counts: _Counts
+
+    def tick(self, b: CircuitBreaker, now: float) -> _State | None:
+        """The state the clock has moved this one to at ``now``, if any."""
+        return None
+
+    def admit(self, b: CircuitBreaker, now: float) -> _Rejection | None:
+        """Admit a call (``None``) or say why not; takes any permit it needs."""
+        return None
+
+    def record(self, b: CircuitBreaker, failed: bool, slow: bool, now: float | None) -> None:
+        """Take the outcome of a call this state admitted (``now``: its end, if read)."""
+
+    def release(self) -> None:
+        """A call this state admitted ended unrecorded (ignored, cancelled)."""
+
+
+@final
+class _Closed(_State):
+    """Calls run; each outcome goes into the window and the rates are evaluated."""
+
+    __slots__ = ("consecutive",)
+    kind = CLOSED
+
+    def __init__(self, b: CircuitBreaker) -> None:
+        b._window.clear()  # every CLOSED period starts with a fresh window
+        self.counts = b._window
+        self.consecutive = 0  # recorded failures in a row in this period
+
+    def record(self, b: CircuitBreaker, failed: bool, slow: bool, now: float | None) -> None:
+        window = b._window
+        window.record(failed, slow, now)
+        if failed:
+            self.consecutive += 1
+            limit = b.consecutive_failures
+            if limit is not None and self.consecutive >= limit:
+                b._set_state(_Open(b, now, b.open_duration, window))
+                return
+        else:
+            self.consecutive = 0
+        calls = window.calls
+        if calls >= b._minimum and (
+            window.failed / calls >= b.failure_rate_threshold
+            or window.slow / calls >= b.slow_call_rate_threshold
+        ):
+            b._set_state(_Open(b, now, b.open_duration, window))
+
+
+@final
+class _Open(_State):
+    """Calls are rejected until ``until``; then the next look finds HALF_OPEN."""
+
+    __slots__ = ("duration", "until")
+    kind = OPEN
+
+    def __init__(
+        self, b: CircuitBreaker, opened_at: float | None, duration: float, counts: _Counts
+    ):
+        if opened_at is None:  # a count-window breaker that never read the clock
+            opened_at = _now()
+        self.duration = duration
+        self.until = opened_at + duration
+        self.counts = counts
+
+    def tick(self, b: CircuitBreaker, now: float) -> _State | None:
+        if now >= self.until:
+            return _HalfOpen(self.duration)
+        return None
+
+    def admit(self, b: CircuitBreaker, now: float) -> _Rejection | None:
+        return "open", self.until - now
+
+
+@final
+class _HalfOpen(_State):
+    """At most ``half_open_max_calls`` trials; when all are recorded, they decide.
+
+    The instance is also the trials' counts (``calls``, ``failed``, ``slow``).
+    """
+
+    __slots__ = ("calls", "deadline", "duration", "failed", "slow", "taken")
+    kind = HALF_OPEN
+
+    def __init__(self, duration: float) -> None:
+        self.counts = self
+        self.duration = duration  # the open duration that led here, for backoff
+        self.taken = 0  # permits out: trials running or recorded
+        self.calls = self.failed = self.slow = 0  # trials recorded
+        self.deadline: float | None = None  # set by the first trial
+
+    def expire(self, now: float) -> None:
+        """Trials do not expire."""
+
+    def tick(self, b: CircuitBreaker, now: float) -> _State | None:
+        if self.deadline is not None and now >= self.deadline:
+            # Trials ran too long: re-open as of the deadline; they are stale now.
+            return _Open(b, self.deadline, b._backed_off(self.duration), self)
+        return None
+
+    def admit(self, b: CircuitBreaker, now: float) -> _Rejection | None:
+        if self.taken >= b.half_open_max_calls:
+            return "half_open_full", None
+        self.taken += 1
+        if self.deadline is None:
+            self.deadline = now + b._half_open_max_duration
+        return None
+
+    def record(self, b: CircuitBreaker, failed: bool, slow: bool, now: float | None) -> None:
+        self.calls += 1
+        if failed:
+            self.failed += 1
+        if slow:
+            self.slow += 1
+        n = self.calls
+        if n < b.half_open_max_calls:
+            return
+        if (
+            self.failed / n >= b.failure_rate_threshold
+            or self.slow / n >= b.slow_call_rate_threshold
+        ):
+            b._set_state(_Open(b, now, b._backed_off(self.duration), self))
+        else:
+            b._set_state(_Closed(b))
+
+    def release(self) -> None:
+        self.taken -= 1
+
+
+@final
+class _ForcedOpen(_State):
+    """Every call is rejected, with no known time to retry."""
+
+    __slots__ = ()
+    kind = FORCED_OPEN
+
+    def __init__(self, counts: _Counts) -> None:
+        self.counts = counts
+
+    def admit(self, b: CircuitBreaker, now: float) -> _Rejection | None:
+        return "forced_open", None
+
+
+@final
+class _Disabled(_State):
+    """Every call runs unrecorded (the breaker passes calls straight through)."""
+
+    __slots__ = ()
+    kind = DISABLED
+
+    def __init__(self, counts: _Counts) -> None:
+        self.counts = counts
+
+
+@final
+class CircuitBreaker(Policy):
+    """A circuit breaker. See the module docstring for the states.
+
+    Arguments (keyword-only after ``name``), with their defaults:
+
+    - ``failure_rate_threshold=0.5``: in (0, 1]; open when
+      ``failed / calls >= threshold``.
+    - ``slow_call_duration=None``: seconds (>= 0); a call taking strictly
+      longer is slow. ``None``: no call is ever slow.
+    - ``slow_call_rate_threshold=1.0``: in (0, 1]; open when
+      ``slow / calls >= threshold``.
+    - ``window=CountWindow(100)``: the last 100 calls; or
+      ``TimeWindow(seconds, bucket=1.0)``.
+    - ``minimum_calls=10``: >= 1; no rate decision while the window holds
+      fewer calls (the call just recorded counts; capped at a count window's
+      size; not used in HALF_OPEN).
+    - ``consecutive_failures=None``: >= 1; also open after this many recorded
+      failures in a row in CLOSED (a success breaks the run, an ignored call
+      does not).
+    - ``open_duration=30.0``: seconds > 0 in OPEN before HALF_OPEN.
+    - ``open_duration_multiplier=1.0``: >= 1; each re-open from HALF_OPEN
+      multiplies the open duration...
+    - ``open_duration_max=None``: ...up to this many seconds (``None``: no
+      cap); back to ``open_duration`` once CLOSED.
+    - ``half_open_max_calls=1``: >= 1 trial calls in HALF_OPEN.
+    - ``half_open_max_duration=None``: seconds from the first trial's start;
+      trials still unfinished then re-open the breaker. ``None``:
+      ``open_duration``.
+    - ``failure_on=(Exception,)``: exception types, or a predicate on the
+      exception, that count as failures; other exceptions count as successes.
+    - ``ignore=()``: exception types (or a predicate) never recorded; wins
+      over ``failure_on``.
+    - ``failure_if=None``: a predicate on a returned value; true counts the
+      call as failed.
+    - ``store=None``: shared state across processes (not available yet).
+    - ``observers=()``: observers of this breaker's events.
+    """
+
+    __slots__ = (
+        "_clock_at_end",
+        "_failure_if",
+        "_failure_on",
+        "_fault_",
+        "_half_open_max_duration",
+        "_hot",
+        "_ignore",
+        "_label",
+        "_listeners_",
+        "_minimum",
+        "_not_permitted",
+        "_own_observers",
+        "_state",
+        "_window",
+        "consecutive_failures",
+        "failure_rate_threshold",
+        "half_open_max_calls",
+        "minimum_calls",
+        "name",
+        "open_duration",
+        "open_duration_max",
+        "open_duration_multiplier",
+        "slow_call_duration",
+        "slow_call_rate_threshold",
+        "window",
+    )
+    kind = "circuit_breaker"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_rate_threshold: float = 0.5,
+        slow_call_duration: float | None = None,
+        slow_call_rate_threshold: float = 1.0,
+        window: CountWindow | TimeWindow | None = None,
+        minimum_calls: int = 10,
+        consecutive_failures: int | None = None,
+        open_duration: float = 30.0,
+        open_duration_multiplier: float = 1.0,
+        open_duration_max: float | None = None,
+        half_open_max_calls: int = 1,
+        half_open_max_duration: float | None = None,
+        failure_on: ExceptionFilter | type[Exception] = (Exception,),
+        ignore: ExceptionFilter | type[Exception] = (),
+        failure_if: Callable[[Any], bool] | None = None,
+        store: object = None,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        owner = f"CircuitBreaker({check_name('CircuitBreaker', name)!r})"
+        self.failure_rate_threshold = check_unit_interval(
+            owner, "failure_rate_threshold", failure_rate_threshold
+        )
+        self.slow_call_duration = (
+            None
+            if slow_call_duration is None
+            else check_seconds(owner, "slow_call_duration", slow_call_duration, allow_zero=True)
+        )
+        self.slow_call_rate_threshold = check_unit_interval(
+            owner, "slow_call_rate_threshold", slow_call_rate_threshold
+        )
+        if window is None:
+            window = CountWindow(100)
+        if not isinstance(window, CountWindow | TimeWindow):
+            raise ValueError(f"{owner}: window must be a CountWindow or TimeWindow, got {window!r}")
+        self.window = window  # the specification; _window is this breaker's own
+        self.minimum_calls = check_int(owner, "minimum_calls", minimum_calls, minimum=1)
+        cap = window.capacity
+        self._minimum = self.minimum_calls if cap is None else min(self.minimum_calls, cap)
+        self.consecutive_failures = (
+            None
+            if consecutive_failures is None
+            else check_int(owner, "consecutive_failures", consecutive_failures, minimum=1)
+        )
+        self.open_duration = check_seconds(owner, "open_duration", open_duration)
+        m = open_duration_multiplier
+        if not isinstance(m, int | float) or isinstance(m, bool) or not math.isfinite(m) or m < 1:
+            raise ValueError(
+                f"{owner}: open_duration_multiplier must be a finite number >= 1, got {m!r}"
+            )
+        self.open_duration_multiplier = float(m)
+        if open_duration_max is None:
+            self.open_duration_max: float | None = None
+        else:
+            self.open_duration_max = check_seconds(owner, "open_duration_max", open_duration_max)
+            if self.open_duration_max < self.open_duration:
+                raise ValueError(
+                    f"{owner}: open_duration_max must be >= open_duration "
+                    f"({open_duration!r}), got {open_duration_max!r}"
+                )
+        self.half_open_max_calls = check_int(
+            owner, "half_open_max_calls", half_open_max_calls, minimum=1
+        )
+        self._half_open_max_duration = (
+            self.open_duration
+            if half_open_max_duration is None
+            else check_seconds(owner, "half_open_max_duration", half_open_max_duration)
+        )
+        self._failure_on = check_exception_types(owner, "failure_on", failure_on)
+        self._ignore = check_exception_types(owner, "ignore", ignore)
+        if failure_if is not None and not callable(failure_if):
+            raise ValueError(f"{owner}: failure_if must be a predicate, got {failure_if!r}")
+        self._failure_if = failure_if
+        if store is not None:
+            raise ValueError(f"{owner}: store: shared stores are not available yet, got {store!r}")
+        self._window: Window = window.fresh()
+        # The CLOSED fast path reads the clock at a call's end only when needed.
+        self._clock_at_end = self.slow_call_duration is not None or isinstance(window, TimeWindow)
+        self._not_permitted = 0
+        self._fault_: _FaultHook | None = None
+        self._listeners_: tuple[Observer, ...] = ()
+        self._hot: _Closed | None = None
+        self._state: _State = _Closed(self)
+        # Last: the base registers the breaker and may hand it to hooks.
+        super().__init__(name, tuple(observers))
+        self._refresh_hot()
+
+    # -- the one-check hot path --------------------------------------------------
+    #
+    # ``_hot`` is the CLOSED state object while nothing else needs the slow
+    # path (no observer, no injected fault), else None: the hot path reads one
+    # attribute. It is recomputed whenever the state, the listeners or the
+    # fault change; the registry and the fault registry assign those two
+    # attributes, hence the properties.
+
+    @property
+    def _listeners(self) -> tuple[Observer, ...]:
+        return self._listeners_
+
+    @_listeners.setter
+    def _listeners(self, value: tuple[Observer, ...]) -> None:
+        self._listeners_ = value
+        self._refresh_hot()
+
+    @property
+    def _fault(self) -> _FaultHook | None:
+        return self._fault_
+
+    @_fault.setter
+    def _fault(self, value: _FaultHook | None) -> None:
+        self._fault_ = value
+        self._refresh_hot()
+
+    def _refresh_hot(self) -> None:
+        state = getattr(self, "_state", None)
+        if type(state) is _Closed and self._fault_ is None and not self._listeners_:
+            self._hot = state
+        else:
+            self._hot = None
+
+    # -- state machine plumbing ----------------------------------------------------
+
+    def _set_state(self, new: _State) -> None:
+        """The one place the state changes: checked against the table, announced."""
+        old = self._state
+        if new.kind not in _TRANSITIONS[old.kind]:
+            raise RuntimeError(f"{self!r}: illegal transition {old.kind.value} -> {new.kind.value}")
+        self._state = new
+        self._refresh_hot()
+        if self._listeners_ and new.kind is not old.kind:
+            self._emit(StateChanged(self.kind, self.name, old.kind.value, new.kind.value))
+
+    def _advance(self, now: float) -> _State:
+        """Apply the transitions the clock has made due by ``now``; the current state."""
+        state = self._state
+        while (new := state.tick(self, now)) is not None:
+            self._set_state(new)
+            state = new
+        return state
+
+    def _backed_off(self, duration: float) -> float:
+        """The open duration after a re-open from HALF_OPEN."""
+        longer = duration * self.open_duration_multiplier
+        cap = self.open_duration_max
+        return longer if cap is None else min(longer, cap)
+
+    def _classify(self, exc: Exception) -> Outcome:
+        if matches(self._ignore, exc):
+            return "ignored"
+        return "failure" if matches(self._failure_on, exc) else "success"
+
+    # -- calls -------------------------------------------------------------------
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an ``async def`` function; the result keeps its signature.
+
+        The CLOSED fast path is inlined here (the same code as :meth:`call`)
+        to save a coroutine frame per call.
+        """
+        if not callable(fn):
+            raise ValueError(f"{self!r} decorates an async callable, got {fn!r}")
+        slow_path = self._call
+        clock = _now
+        timed = self.slow_call_duration is not None
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            state = self._hot
+            if state is None:
+                return await slow_path(fn, args, kwargs)
+            start = clock() if timed else 0.0
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                self._closed_error(state, exc, start)
+                raise
+            self._closed_result(state, result, start)
+            return result
+
+        return wrapper
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` through the breaker."""
+        state = self._hot
+        if state is None:
+            return await self._call(fn, args, kwargs)
+        # CLOSED fast path: no observers, no fault. A cancellation (not an
+        # Exception) passes untouched: CLOSED holds no permit to return.
+        start = _now() if self.slow_call_duration is not None else 0.0
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            self._closed_error(state, exc, start)
+            raise
+        self._closed_result(state, result, start)
+        return result
+
+    def _closed_result(self, state: _Closed, result: object, start: float) -> None:
+        """Record a value returned in the CLOSED fast path."""
+        if self._state is not state:
+            return  # admitted in an earlier period: stale
+        failure_if = self._failure_if
+        failed = failure_if is not None and bool(failure_if(result))
+        if self._clock_at_end:
+            end = _now()
+            sd = self.slow_call_duration
+            state.record(self, failed, sd is not None and end - start > sd, end)
+        else:
+            state.record(self, failed, False, None)
+
+    def _closed_error(self, state: _Closed, exc: Exception, start: float) -> None:
+        """Record an exception raised in the CLOSED fast path."""
+        outcome = self._classify(exc)
+        if outcome == "ignored" or self._state is not state:
+            return
+        if self._clock_at_end:
+            end = _now()
+            sd = self.slow_call_duration
+            state.record(self, outcome == "failure", sd is not None and end - start > sd, end)
+        else:
+            state.record(self, outcome == "failure", False, None)
+
+    async def _call(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """Every state, with events: admit, run, classify, record."""
+        if self._fault_ is not None:
+            fn = self._fault_(fn)
+        start = _now()
+        state = self._advance(start)
+        if state.kind is DISABLED:
+            return await fn(*args, **kwargs)
+        rejection = state.admit(self, start)
+        if rejection is not None:
+            self._reject(*rejection)
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            self._finish(state, self._classify(exc), start, type(exc).__name__)
+            raise
+        except BaseException as exc:  # cancellation: never counted, permit returned
+            self._finish(state, "cancelled", start, type(exc).__name__)
+            raise
+        failure_if = self._failure_if
+        failed = failure_if is not None and bool(failure_if(result))
+        self._finish(state, "failure" if failed else "success", start, None)
+        return result
+
+    def _reject(self, reason: str, retry_after: float | None) -> NoReturn:
+        self._not_permitted += 1
+        if self._listeners_:
+            self._emit(CallRejected(self.kind, self.name, reason))
+        raise CircuitOpenError(self.name, retry_after)
+
+    def _finish(self, state: _State, outcome: Outcome, start: float, error: str | None) -> None:
+        end = _now()
+        duration = end - start
+        sd = self.slow_call_duration
+        slow = sd is not None and duration > sd
+        self._advance(end)  # a transition the clock made due during the call
+        if self._listeners_:
+            self._emit(CallFinished(self.kind, self.name, outcome, duration, slow, error))
+        if self._state is not state:
+            return  # admitted in an earlier period: stale, changes nothing
+        if outcome == "success" or outcome == "failure":
+            state.record(self, outcome == "failure", slow, end)
+        else:
+            state.release()
+
+    # -- inspection and manual control ------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (a transition due by the clock is applied first)."""
+        now = _time.now_or_none()
+        if now is not None:
+            return self._advance(now).kind
+        return self._state.kind
+
+    @property
+    def metrics(self) -> CircuitMetrics:
+        """Counts and rates now (time-window expiry applied inside a running loop)."""
+        now = _time.now_or_none()
+        state = self._state if now is None else self._advance(now)
+        counts = state.counts
+        if now is not None:
+            counts.expire(now)
+        calls = counts.calls
+        if calls == 0 or (state.kind is CLOSED and calls < self._minimum):
+            failure_rate = slow_rate = 0.0
+        else:
+            failure_rate = counts.failed / calls
+            slow_rate = counts.slow / calls
+        return CircuitMetrics(
+            failure_rate, slow_rate, calls, counts.failed, counts.slow, self._not_permitted
+        )
+
+    def force_open(self) -> None:
+        """Reject every call (FORCED_OPEN) until :meth:`reset` or :meth:`disable`."""
+        if self._state.kind is not FORCED_OPEN:
+            self._set_state(_ForcedOpen(self._state.counts))
+
+    def disable(self) -> None:
+        """Let every call through unrecorded (DISABLED) until :meth:`reset`/:meth:`force_open`."""
+        if self._state.kind is not DISABLED:
+            self._set_state(_Disabled(self._state.counts))
+
+    def reset(self) -> None:
+        """Back to CLOSED with an empty window; ``not_permitted_calls`` back to 0."""
+        self._not_permitted = 0
+        self._set_state(_Closed(self))
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r})"
