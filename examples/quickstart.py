@@ -64,12 +64,15 @@ ask_weather = Pipeline(
 
 async def main() -> None:
     resilient.add_observer(describe)
-    for city in ["Paris", "Berlin", "Lisbon", "Oslo", "Rome", "Vienna"]:
-        print(f"{city}:")
-        with call_context() as ctx:
-            answer = await ask_weather(city)
-        how = f"fallback {ctx.fallback!r}" if ctx.fallback else f"attempt {ctx.attempt}"
-        print(f"  -> {answer}  [{how}]")
+    try:
+        for city in ["Paris", "Berlin", "Lisbon", "Oslo", "Rome", "Vienna"]:
+            print(f"{city}:")
+            with call_context() as ctx:
+                answer = await ask_weather(city)
+            how = f"fallback {ctx.fallback!r}" if ctx.fallback else f"attempt {ctx.attempt}"
+            print(f"  -> {answer}  [{how}]")
+    finally:
+        resilient.remove_observer(describe)
 
 
 if __name__ == "__main__":

@@ -32,3 +32,17 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     """Both backends, each on a virtual clock that jumps when every task is idle."""
     name: str = request.param
     return name, virtual_backend_options(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_global_observers() -> Any:
+    """A test that attaches a global observer must detach it: fail the test that leaks one."""
+    from resilient._events import registry
+
+    before = registry.observers
+    yield
+    leaked = [o for o in registry.observers if o not in before]
+    for observer in leaked:
+        registry.observers = tuple(o for o in registry.observers if o != observer)
+    registry.refresh()
+    assert not leaked, f"test left global observers attached: {leaked!r}"
