@@ -35,6 +35,7 @@ linear in between.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -46,16 +47,22 @@ from .._time import now_or_none
 if TYPE_CHECKING:
     from .._policy import Policy
 
+logger = logging.getLogger("resilient")
+
 __all__ = [
     "BREAKER_FIGURES",
     "BULKHEAD_FIGURES",
+    "GAUGES",
     "HEALTH_WEIGHTS",
+    "STATE_CODES",
     "STATE_SCORES",
     "PolicySnapshot",
     "Snapshot",
+    "gauge_readings",
     "live_policies",
     "read_policy",
     "snapshot",
+    "state_name",
 ]
 
 BREAKER_FIGURES = (
@@ -206,6 +213,57 @@ def live_policies(select: Callable[[Policy], bool] | None = None) -> list[Policy
     if select is not None:
         found = [p for p in found if select(p)]
     return found
+
+
+STATE_CODES: Mapping[str, int] = MappingProxyType(
+    {"closed": 0, "open": 1, "half_open": 2, "forced_open": 3, "disabled": 4}
+)
+"""A breaker state as a number, for metrics: 0 closed, 1 open, 2 half-open, 3, 4 manual."""
+
+# Breakers sharing a name are reported as the worst of them (worst first).
+_SEVERITY = ("open", "forced_open", "half_open", "closed", "disabled")
+
+GAUGES = (
+    "circuit_breaker.state",
+    "circuit_breaker.failure_rate",
+    "circuit_breaker.slow_call_rate",
+    "bulkhead.active",
+    "bulkhead.waiting",
+    "bulkhead.max_concurrent",
+)
+"""The figures metrics read from live policies at collection time, as ``kind.figure``."""
+
+
+def gauge_readings(select: Callable[[Policy], bool]) -> dict[str, dict[str, float]]:
+    """For each of :data:`GAUGES`, the value per policy name, read now from live policies.
+
+    Names should be unique; if several live breakers share one, the worst state
+    and the highest rates are reported; bulkheads sharing a name add up (as
+    their event counters do). A policy whose figures cannot be read is logged
+    and left out, so one broken policy never breaks a whole scrape.
+    """
+    breakers: dict[str, list[PolicySnapshot]] = {}
+    bulkheads: dict[str, list[PolicySnapshot]] = {}
+    for policy in live_policies(select):
+        if policy.kind not in ("circuit_breaker", "bulkhead"):
+            continue
+        try:
+            snap = read_policy(policy)
+        except Exception:
+            logger.exception("resilient: could not read the figures of %r", policy)
+            continue
+        group = breakers if snap.kind == "circuit_breaker" else bulkheads
+        group.setdefault(snap.name, []).append(snap)
+    out: dict[str, dict[str, float]] = {key: {} for key in GAUGES}
+    for name, same in sorted(breakers.items()):
+        worst = min(same, key=lambda s: _SEVERITY.index(s.state or "closed"))
+        out["circuit_breaker.state"][name] = STATE_CODES[worst.state or "closed"]
+        for figure in ("failure_rate", "slow_call_rate"):
+            out[f"circuit_breaker.{figure}"][name] = max(s.figures[figure] for s in same)
+    for name, same in sorted(bulkheads.items()):
+        for figure in ("active", "waiting", "max_concurrent"):
+            out[f"bulkhead.{figure}"][name] = sum(s.figures[figure] for s in same)
+    return out
 
 
 def snapshot() -> Snapshot:
