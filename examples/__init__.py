@@ -1,0 +1,1 @@
+"""Runnable examples of ``resilient`` (``python -m examples.telegram_bot demo``)."""

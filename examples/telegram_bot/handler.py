@@ -1,0 +1,179 @@
+"""The message handler: runs one update through every stage, in order.
+
+It is called for one chat at a time (the poller serialises each chat), so a
+conversation is loaded, changed and saved without interleaving: two messages
+of one chat cannot lose each other's update.
+
+Per update::
+
+    outbox entry?  sent: done (a duplicate after a restart)  ·  unsent: send it again
+    intake → load conversation and preferences → analysis → decision
+           → tool | LLM chain | fixed reply → moderation
+           → save conversation + outbox entry (one atomic write)
+           → send → mark sent → analytics (background)
+
+Anything that fails between the decision and the reply is *error recovery*:
+the chat goes back to IDLE (reason logged), and the user gets an apology, so
+every message is still answered. A failure to save or to send leaves the
+update unfinished: the poller hands it over again later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+from aiogram.types import Update
+
+from .config import Timings
+from .models import Conversation, Incoming, Outbox, Preferences, Turn
+from .stages.analysis import Analyzer
+from .stages.analytics import Analytics
+from .stages.decision import Action, DecisionEngine
+from .stages.intake import Intake
+from .stages.moderation import Moderator
+from .stages.responder import Responder
+from .stages.sending import Sender
+from .stages.tools import Tools
+from .stats import BotStats
+from .stores import StateStore
+
+__all__ = ["RECOVERY_TEXT", "MessageHandler"]
+
+log = logging.getLogger("examples.telegram_bot.handler")
+
+RECOVERY_TEXT = "Sorry, something went wrong on my side, so I started over. Please try again."
+
+Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+
+
+class MessageHandler:
+    """The pipeline of stages; every dependency is injected (see :mod:`.app`)."""
+
+    def __init__(
+        self,
+        *,
+        intake: Intake,
+        analyzer: Analyzer,
+        engine: DecisionEngine,
+        tools: Tools,
+        responder: Responder,
+        moderator: Moderator,
+        sender: Sender,
+        store: StateStore,
+        analytics: Analytics,
+        stats: BotStats,
+        timings: Timings,
+        history_kept: int,
+        spawn: Spawn,
+    ) -> None:
+        self._intake = intake
+        self._analyzer = analyzer
+        self._engine = engine
+        self._tools = tools
+        self._responder = responder
+        self._moderator = moderator
+        self._sender = sender
+        self._store = store
+        self._analytics = analytics
+        self._stats = stats
+        self._t = timings
+        self._history_kept = history_kept
+        self._spawn = spawn
+
+    async def handle(self, update: Update, received_at: float) -> bool:
+        """Handle one update; ``True`` when it is finished (answered or ignored).
+
+        ``received_at`` is when the poller got it, on the loop clock: the
+        answer deadline counts from then.
+        """
+        msg = self._intake.parse(update)
+        if msg is None:
+            return True
+        box = await self._store.outbox(msg.update_id)
+        if box is not None:
+            if box.sent:  # handled before a restart; the offset had not moved yet
+                self._stats.duplicates_skipped += 1
+                return True
+            self._stats.redelivered += 1
+            return await self._deliver(box)
+
+        self._stats.messages_in += 1
+        chat_id = msg.chat_id
+
+        async def typing() -> None:
+            await self._sender.typing(chat_id)
+
+        self._spawn(typing)
+        conv = await self._store.load(msg.chat_id)
+        prefs = await self._store.load_preferences(msg.user_id)
+        style = prefs.style
+        deadline = received_at + self._t.answer_budget
+        reply, level = await self._answer(msg, conv, prefs, deadline)
+        reply = self._moderator.review(reply)
+        if level != "reset":
+            conv.history += [Turn("user", msg.text), Turn("assistant", reply)]
+            del conv.history[: -self._history_kept]
+        conv.version += 1
+        box = Outbox(msg.update_id, msg.chat_id, msg.message_id, reply)
+        await self._store.save(msg.chat_id, conv, box)
+        if prefs.style != style:
+            await self._store.save_preferences(msg.user_id, prefs)
+        self._stats.levels[level] += 1
+        delivered = await self._deliver(box)
+        if delivered:
+            self._stats.handling_seconds.append(anyio.current_time() - received_at)
+        self._analytics.record(
+            {"chat": msg.chat_id, "update": msg.update_id, "level": level, "sent": delivered}
+        )
+        return delivered
+
+    async def _answer(
+        self, msg: Incoming, conv: Conversation, prefs: Preferences, deadline: float
+    ) -> tuple[str, str]:
+        """The reply and who produced it: flow, tool, reset, error, or an LLM chain level."""
+        try:
+            analysis = self._analyzer.analyze(msg.text)
+            decision = self._engine.decide(conv, analysis, msg.text)
+            if decision.action is Action.RESET:
+                self._engine.reset(conv, "the user sent /reset", clear_history=True)
+                self._stats.resets["command"] += 1
+                return decision.reply, "reset"
+            if decision.style is not None:
+                prefs.style = "short" if decision.style == "short" else "normal"
+            if decision.action is Action.REPLY:
+                return decision.reply, "flow"
+            if decision.action is Action.RUN_TOOL:
+                left = max(deadline - anyio.current_time(), 0.0)
+                with anyio.fail_after(left):
+                    text = await self._tools.run(
+                        decision.tool or "", msg.chat_id, msg.update_id, decision.args
+                    )
+                self._engine.after_tool(conv)
+                return text, "tool"
+            answer = await self._responder.answer(msg.text, analysis, conv, prefs, deadline)
+            return answer.text, answer.level
+        except Exception as exc:
+            reason = f"error recovery after {type(exc).__name__}: {exc}"
+            self._engine.reset(conv, reason, clear_history=False)
+            self._stats.resets["error"] += 1
+            log.warning("chat %d: %s", msg.chat_id, reason)
+            return RECOVERY_TEXT, "error"
+
+    async def _deliver(self, box: Outbox) -> bool:
+        try:
+            parts = await self._sender.send(box.chat_id, box.text, box.reply_to)
+        except Exception as exc:
+            self._stats.send_failures += 1
+            log.warning("update %d: reply not sent, will try again: %r", box.update_id, exc)
+            return False
+        self._stats.replies_out += 1
+        self._stats.parts_sent += parts
+        try:
+            await self._store.mark_sent(box.update_id)
+        except Exception as exc:
+            # Delivered: finished for this process. Only a restart before the
+            # offset moves on could send it again (see docs/bot.md).
+            log.warning("update %d: sent, but not marked sent: %r", box.update_id, exc)
+        return True

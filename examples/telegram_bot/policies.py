@@ -1,0 +1,296 @@
+"""Every policy the bot uses, by name, in one place.
+
+Each external call of the bot goes through one of these pipelines:
+
+====================  ===============================================  ==========================
+call                  pipeline (outermost first)                       why
+====================  ===============================================  ==========================
+LLM, per model        Retry ``llm-<role>-rate-limit`` (5 attempts,     429s are waited out (the
+                      5..60 s x2, Retry-After honoured, gives up       server's hint wins) but only
+                      after ``rate_limit_deadline``)                   briefly: then the secondary
+                      → Retry ``llm-<role>-network`` (3 attempts,      network blips and 5xx
+                      1..10 s x2, full jitter)
+                      → CircuitBreaker ``llm-<role>`` (TimeWindow 60,  a failing or slow provider
+                      min 10 calls, 50 % failed or 50 % slower than    is not called for 60 s
+                      5 s, open 60 s)
+                      → Bulkhead ``core`` (100, wait 5 s)              bounded concurrency
+                      → Timeout ``llm-<role>-attempt`` (10 s)          per attempt
+tool                  Bulkhead ``tools`` (20, wait 30 s)               a slow tool cannot starve
+                      → Timeout ``tool`` (10 s)                        the LLM's pool
+analytics             Bulkhead ``analytics`` (10, wait 1 s)            best effort, never delays
+                      → Timeout ``analytics`` (1 s)                    a reply
+sendMessage           Retry ``telegram-send`` (5 attempts, 1..10 s,    flood control's retry_after
+                      retry_after up to 60 s waited out)               is honoured
+                      → CircuitBreaker ``telegram-api``                stop hammering a sick API
+                      → Timeout ``telegram-send-attempt`` (10 s)
+getUpdates            Retry ``telegram-poll`` (5 attempts, 1..30 s)    the long poll's own timeout
+                      → Timeout ``telegram-poll-attempt``              + 5 s (longer than the poll)
+state store           Retry ``state-store`` (3 attempts, 50 ms..)      a locked SQLite file, a
+                      → Timeout ``state-store-op`` (2 s)               Redis failover
+====================  ===============================================  ==========================
+
+The numbers are the production defaults of :class:`~.config.Timings`; the
+demo and the tests shrink them through it. One :class:`BotPolicies` is built
+per bot instance by the composition root (no module-level policy objects, so
+two bots in one process never share a breaker).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import openai
+import redis.exceptions
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+
+from resilient import (
+    Backoff,
+    Bulkhead,
+    CircuitBreaker,
+    CountWindow,
+    Observer,
+    Pipeline,
+    Retry,
+    Timeout,
+    TimeoutExceeded,
+    TimeWindow,
+)
+
+from .config import Timings
+
+__all__ = [
+    "BotPolicies",
+    "ModelPolicies",
+    "build_policies",
+    "is_llm_failure",
+    "is_rate_limited",
+    "llm_retry_after",
+    "telegram_retry_after",
+]
+
+
+# --- what counts as what ------------------------------------------------------
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    """A 429 from the LLM provider."""
+    return isinstance(exc, openai.RateLimitError)
+
+
+def is_llm_failure(exc: BaseException) -> bool:
+    """The provider is unwell: no connection, a timeout, a 5xx. (A 4xx is our fault, and
+    a 429 says the provider is up but busy: neither should open its breaker.)"""
+    return isinstance(exc, openai.APIConnectionError | openai.InternalServerError | TimeoutExceeded)
+
+
+def llm_retry_after(exc: BaseException) -> float | None:
+    """The provider's hint on a 429: ``retry-after-ms``, or ``retry-after`` (seconds or a date)."""
+    if not isinstance(exc, openai.RateLimitError):
+        return None
+    headers = exc.response.headers
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        # An HTTP date is wall-clock time by definition, so time.time() is right here.
+        return None if parsed is None else max(parsed.timestamp() - time.time(), 0.0)
+
+
+def telegram_retry_after(exc: BaseException) -> float | None:
+    """Telegram's flood control hint (``TelegramRetryAfter.retry_after``, whole seconds)."""
+    if isinstance(exc, TelegramRetryAfter):
+        return float(exc.retry_after)
+    return None
+
+
+def is_telegram_transient(exc: BaseException) -> bool:
+    """Worth sending again: flood control, a 5xx (also a non-JSON one), a network error.
+
+    ``TelegramEntityTooLarge``, bad requests and the like are never retried.
+    """
+    return isinstance(
+        exc,
+        TelegramRetryAfter
+        | TelegramServerError
+        | TelegramNetworkError
+        | ClientDecodeError
+        | TimeoutExceeded,
+    )
+
+
+def is_telegram_failure(exc: BaseException) -> bool:
+    """The Bot API is unwell (flood control is not a failure: it is Telegram working)."""
+    return isinstance(
+        exc, TelegramServerError | TelegramNetworkError | ClientDecodeError | TimeoutExceeded
+    )
+
+
+STORE_TRANSIENT = (
+    sqlite3.OperationalError,  # "database is locked"
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutExceeded,
+)
+
+
+# --- the policies ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPolicies:
+    """One model's pipeline and its breaker (kept apart for inspection)."""
+
+    pipeline: Pipeline
+    breaker: CircuitBreaker
+
+
+@dataclass(frozen=True, slots=True)
+class BotPolicies:
+    """Every policy of one bot instance."""
+
+    primary: ModelPolicies
+    secondary: ModelPolicies
+    core: Bulkhead
+    tools: Pipeline
+    analytics: Pipeline
+    send: Pipeline
+    telegram_breaker: CircuitBreaker
+    chat_action: Timeout
+    poll: Pipeline
+    store: Pipeline
+
+
+def _model(role: str, core: Bulkhead, t: Timings, obs: Sequence[Observer]) -> ModelPolicies:
+    breaker = CircuitBreaker(
+        f"llm-{role}",
+        window=TimeWindow(t.breaker_window, bucket=t.breaker_bucket),
+        minimum_calls=10,
+        failure_rate_threshold=0.5,
+        slow_call_duration=t.breaker_slow_call,
+        slow_call_rate_threshold=0.5,
+        open_duration=t.breaker_open,
+        failure_on=is_llm_failure,
+        ignore=(openai.RateLimitError,),
+        observers=obs,
+    )
+    pipeline = Pipeline(
+        Retry(
+            f"llm-{role}-rate-limit",
+            attempts=5,
+            backoff=Backoff.exponential(
+                t.rate_limit_backoff_initial, maximum=t.rate_limit_backoff_max, jitter="none"
+            ),
+            retry_on=is_rate_limited,
+            retry_after=llm_retry_after,
+            deadline=t.rate_limit_deadline,
+            observers=obs,
+        ),
+        Retry(
+            f"llm-{role}-network",
+            attempts=3,
+            backoff=Backoff.exponential(
+                t.network_backoff_initial, maximum=t.network_backoff_max, jitter="full"
+            ),
+            retry_on=is_llm_failure,
+            observers=obs,
+        ),
+        breaker,
+        core,
+        Timeout(t.llm_attempt_timeout, name=f"llm-{role}-attempt", observers=obs),
+        name=f"llm-{role}",
+    )
+    return ModelPolicies(pipeline, breaker)
+
+
+def build_policies(t: Timings, observers: Sequence[Observer] = ()) -> BotPolicies:
+    """Build one bot's policies from its timings; ``observers`` see every event."""
+    obs = tuple(observers)
+    core = Bulkhead("core", 100, max_wait=t.core_max_wait, observers=obs)
+    telegram_breaker = CircuitBreaker(
+        "telegram-api",
+        window=CountWindow(20),
+        minimum_calls=5,
+        failure_rate_threshold=0.5,
+        open_duration=t.send_backoff_max,
+        failure_on=is_telegram_failure,
+        ignore=(TelegramRetryAfter,),
+        observers=obs,
+    )
+    return BotPolicies(
+        primary=_model("primary", core, t, obs),
+        secondary=_model("secondary", core, t, obs),
+        core=core,
+        tools=Pipeline(
+            Bulkhead("tools", 20, max_wait=t.tools_max_wait, observers=obs),
+            Timeout(t.tool_timeout, name="tool", observers=obs),
+            name="tools",
+        ),
+        analytics=Pipeline(
+            Bulkhead("analytics", 10, max_wait=t.analytics_max_wait, observers=obs),
+            Timeout(t.analytics_timeout, name="analytics", observers=obs),
+            name="analytics",
+        ),
+        send=Pipeline(
+            Retry(
+                "telegram-send",
+                attempts=5,
+                backoff=Backoff.exponential(
+                    t.send_backoff_initial, maximum=t.send_backoff_max, jitter="full"
+                ),
+                retry_on=is_telegram_transient,
+                retry_after=telegram_retry_after,
+                max_retry_after=t.send_max_retry_after,
+                observers=obs,
+            ),
+            telegram_breaker,
+            Timeout(t.send_timeout, name="telegram-send-attempt", observers=obs),
+            name="telegram-send",
+        ),
+        telegram_breaker=telegram_breaker,
+        chat_action=Timeout(t.send_timeout, name="telegram-chat-action", observers=obs),
+        poll=Pipeline(
+            Retry(
+                "telegram-poll",
+                attempts=5,
+                backoff=Backoff.exponential(
+                    t.poll_backoff_initial, maximum=t.poll_backoff_max, jitter="full"
+                ),
+                retry_on=is_telegram_transient,
+                retry_after=telegram_retry_after,
+                observers=obs,
+            ),
+            # Longer than the long poll itself, or every quiet poll would time out.
+            Timeout(t.poll_timeout + 5.0, name="telegram-poll-attempt", observers=obs),
+            name="telegram-poll",
+        ),
+        store=Pipeline(
+            Retry(
+                "state-store",
+                attempts=3,
+                backoff=Backoff.exponential(
+                    t.store_backoff, maximum=t.store_backoff * 10, jitter="full"
+                ),
+                retry_on=STORE_TRANSIENT,
+                observers=obs,
+            ),
+            Timeout(t.store_timeout, name="state-store-op", observers=obs),
+            name="state-store",
+        ),
+    )

@@ -1,0 +1,284 @@
+"""Response generation: the LLM fallback chain, which always ends in an answer.
+
+Levels, in order (the first that answers wins; each is visible in the logs
+and counted in ``BotStats.levels``):
+
+1. ``primary``: the primary model, through its pipeline (see :mod:`..policies`).
+2. ``secondary``: the secondary model, only when the primary was rate-limited.
+3. ``simplified``: the primary again with a small request (the same history,
+   few tokens, low temperature), which a struggling provider may still serve.
+4. ``cached``: an earlier answer to a similar question: same intent, same
+   numbers, same entities, and text similarity >= 0.8 (rapidfuzz). Labelled
+   as cached in the reply.
+5. ``template``: a canned answer for the detected intent, if it has one.
+6. ``apology``: a static apology. Cannot fail.
+
+Model levels stop ``fallback_reserve`` seconds before the message's answer
+deadline, so the local levels always get to answer in time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import openai
+from rapidfuzz import fuzz
+
+from resilient import FallbackChain, Observer, Strategy, call_context
+
+from ..models import Analysis, Answer, Conversation, Intent, Preferences
+from ..policies import ModelPolicies, is_rate_limited
+from .moderation import APOLOGY
+
+__all__ = [
+    "AnswerCache",
+    "BudgetExhausted",
+    "ChainResponder",
+    "ModelClient",
+    "Request",
+    "Responder",
+    "TEMPLATES",
+]
+
+log = logging.getLogger("examples.telegram_bot.responder")
+
+SYSTEM_PROMPT = (
+    "You are a helpful assistant in a Telegram chat. Use the conversation so far. "
+    "Answer in plain text."
+)
+SHORT_STYLE = " Answer in one or two sentences."
+CACHED_LABEL = "(cached answer to a similar earlier question) "
+
+TEMPLATES: dict[Intent, str] = {
+    Intent.GREETING: "Hello! I'm here. My assistant brain is busy right now, but ask me anything.",
+    Intent.WEATHER: (
+        "I can't reach the weather service right now{where}. Please try again in a few minutes."
+    ),
+    Intent.CURRENCY: (
+        "I can't get exchange rates right now{what}. Please try again in a few minutes."
+    ),
+}
+
+
+class BudgetExhausted(Exception):
+    """No time is left for another model call: the local fallbacks answer."""
+
+
+class EmptyAnswer(Exception):
+    """The model answered with no text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Everything one answer needs; passed unchanged to every level of the chain."""
+
+    text: str
+    analysis: Analysis
+    history: tuple[dict[str, str], ...]  # the earlier turns, oldest first, as chat messages
+    preferences: Preferences
+    deadline: float  # loop clock: model calls must end by then
+
+
+class ModelClient:
+    """One model behind its pipeline. The ``openai`` client must have ``max_retries=0``."""
+
+    def __init__(self, client: openai.AsyncOpenAI, model: str, policies: ModelPolicies) -> None:
+        self._client = client
+        self.model = model
+        self.policies = policies
+
+    async def complete(
+        self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float
+    ) -> str:
+        return await self.policies.pipeline.call(self._attempt, messages, max_tokens, temperature)
+
+    async def _attempt(
+        self, messages: Sequence[dict[str, str]], max_tokens: int, temperature: float
+    ) -> str:
+        response = await self._client.chat.completions.create(
+            model=self.model,
+            messages=list(messages),  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        content = response.choices[0].message.content if response.choices else None
+        if not content or not content.strip():
+            raise EmptyAnswer(f"{self.model} answered with no text")
+        return content.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    intent: Intent
+    numbers: frozenset[str]
+    entities: frozenset[str]
+    question: str
+    answer: str
+
+
+class AnswerCache:
+    """Recent model answers, reused only for a question that means the same thing.
+
+    Similarity alone is wrong in practice ("weather in paris" is 80 % like
+    "weather in berlin", "20 usd" like "10 usd"), so a candidate must have the
+    same intent, the same numbers and the same entities before its text
+    similarity (rapidfuzz ``token_sort_ratio``, 0..1) is compared with
+    ``threshold`` (default 0.8). Holds the last ``size`` answers (default 500).
+    """
+
+    def __init__(self, size: int = 500, threshold: float = 0.8) -> None:
+        if size < 1:
+            raise ValueError(f"AnswerCache: size must be >= 1, got {size!r}")
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"AnswerCache: threshold must be in (0, 1], got {threshold!r}")
+        self._items: deque[_Cached] = deque(maxlen=size)
+        self.threshold = threshold
+
+    def remember(self, analysis: Analysis, answer: str) -> None:
+        self._items.append(
+            _Cached(
+                analysis.intent,
+                frozenset(analysis.numbers),
+                frozenset(analysis.entities),
+                analysis.normalized,
+                answer,
+            )
+        )
+
+    def find(self, analysis: Analysis) -> str | None:
+        numbers, entities = frozenset(analysis.numbers), frozenset(analysis.entities)
+        best, best_score = None, 0.0
+        for item in reversed(self._items):  # newest first: prefer fresher answers
+            if item.intent is not analysis.intent or item.numbers != numbers:
+                continue
+            if item.entities != entities:
+                continue
+            score = fuzz.token_sort_ratio(item.question, analysis.normalized) / 100.0
+            if score >= self.threshold and score > best_score:
+                best, best_score = item.answer, score
+        return best
+
+
+class Responder(Protocol):
+    async def answer(
+        self,
+        text: str,
+        analysis: Analysis,
+        conversation: Conversation,
+        preferences: Preferences,
+        deadline: float,
+    ) -> Answer: ...
+
+
+class ChainResponder:
+    """The fallback chain of the module docstring.
+
+    ``history_turns``: earlier messages sent with each request (default 10);
+    ``reserve``: seconds before ``deadline`` when model calls stop.
+    """
+
+    def __init__(
+        self,
+        primary: ModelClient,
+        secondary: ModelClient,
+        cache: AnswerCache,
+        *,
+        history_turns: int = 10,
+        reserve: float = 1.0,
+        max_tokens: int = 600,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self.cache = cache
+        self.history_turns = history_turns
+        self.reserve = reserve
+        self.max_tokens = max_tokens
+        self.chain = FallbackChain(
+            Strategy("secondary", self._secondary, can_handle=is_rate_limited),
+            Strategy("simplified", self._simplified),
+            Strategy("cached", self._cached),
+            Strategy("template", self._template),
+            Strategy("apology", self._apology),
+            name="llm-answer",
+            observers=observers,
+        )
+
+    async def answer(
+        self,
+        text: str,
+        analysis: Analysis,
+        conversation: Conversation,
+        preferences: Preferences,
+        deadline: float,
+    ) -> Answer:
+        history = tuple(
+            {"role": t.role, "content": t.text} for t in conversation.history[-self.history_turns :]
+        )
+        request = Request(text, analysis, history, preferences, deadline)
+        with call_context() as ctx:
+            reply = await self.chain.call(self._primary, request)
+        level = ctx.fallback or "primary"
+        if level != "primary":
+            log.info("answered by fallback level %s", level)
+        return Answer(reply, level)
+
+    # -- the levels --------------------------------------------------------------
+
+    def _messages(self, request: Request) -> list[dict[str, str]]:
+        system = SYSTEM_PROMPT + (SHORT_STYLE if request.preferences.style == "short" else "")
+        return [
+            {"role": "system", "content": system},
+            *request.history,
+            {"role": "user", "content": request.text},
+        ]
+
+    async def _model(
+        self, client: ModelClient, request: Request, *, max_tokens: int, temperature: float
+    ) -> str:
+        left = request.deadline - anyio.current_time() - self.reserve
+        if left <= 0:
+            raise BudgetExhausted(f"no time left for {client.model}")
+        with anyio.fail_after(left):  # raises TimeoutError: the chain moves on
+            answer = await client.complete(
+                self._messages(request), max_tokens=max_tokens, temperature=temperature
+            )
+        self.cache.remember(request.analysis, answer)
+        return answer
+
+    async def _primary(self, request: Request) -> str:
+        tokens = self.max_tokens // 3 if request.preferences.style == "short" else self.max_tokens
+        return await self._model(self.primary, request, max_tokens=tokens, temperature=0.7)
+
+    async def _secondary(self, request: Request) -> str:
+        return await self._model(
+            self.secondary, request, max_tokens=self.max_tokens, temperature=0.7
+        )
+
+    async def _simplified(self, request: Request) -> str:
+        # The same history (the contract wants it in every request); few tokens, low temperature.
+        return await self._model(self.primary, request, max_tokens=120, temperature=0.2)
+
+    def _cached(self, request: Request) -> str:
+        found = self.cache.find(request.analysis)
+        if found is None:
+            raise LookupError("no cached answer to a similar question")
+        return CACHED_LABEL + found
+
+    def _template(self, request: Request) -> str:
+        template = TEMPLATES.get(request.analysis.intent)
+        if template is None:
+            raise LookupError(f"no template for intent {request.analysis.intent.value}")
+        entities = ", ".join(e.title() if len(e) > 3 else e for e in request.analysis.entities)
+        fill: dict[str, Any] = {"where": f" for {entities}" if entities else "", "what": ""}
+        if request.analysis.intent is Intent.CURRENCY and entities:
+            fill["what"] = f" for {entities}"
+        return template.format(**fill)
+
+    def _apology(self, request: Request) -> str:
+        return APOLOGY
