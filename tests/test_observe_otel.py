@@ -22,6 +22,8 @@ from resilient import (
     BulkheadFullError,
     CallFinished,
     CallRejected,
+    CircuitBreaker,
+    CircuitOpenError,
     Fallback,
     FallbackUsed,
     Policy,
@@ -279,3 +281,44 @@ def test_missing_opentelemetry_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delitem(sys.modules, "resilient.observe.otel")
     with pytest.raises(ImportError, match=re.escape("pip install 'resilient-policies[otel]'")):
         importlib.import_module("resilient.observe.otel")
+
+
+async def test_a_real_breaker_trip_shows_in_the_trace_and_the_gauges(otel: Otel) -> None:
+    """A breaker tripping inside a request adds a state_change and a rejected event; state 1."""
+    breaker = CircuitBreaker(
+        "o-real", minimum_calls=2, open_duration=5.0, observers=[otel.observer]
+    )
+
+    async def down() -> None:
+        raise ConnectionError
+
+    with otel.tracer.start_as_current_span("request"):
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                await breaker.call(down)
+        with pytest.raises(CircuitOpenError):
+            await breaker.call(down)
+    events = [(e.name, dict(e.attributes or {})) for e in otel.finished("request").events]
+    assert events == [
+        (
+            "resilient.circuit_breaker.state_change",
+            {
+                "resilient.policy.kind": "circuit_breaker",
+                "resilient.policy.name": "o-real",
+                "resilient.state.from": "closed",
+                "resilient.state.to": "open",
+            },
+        ),
+        (
+            "resilient.rejected",
+            {
+                "resilient.policy.kind": "circuit_breaker",
+                "resilient.policy.name": "o-real",
+                "resilient.reason": "open",
+            },
+        ),
+    ]
+    assert otel.points("resilient.circuit_breaker.state")[attrs(name="o-real")].value == 1
+    calls = otel.points("resilient.calls")
+    assert calls[attrs(kind="circuit_breaker", name="o-real", outcome="failure")].value == 2
+    assert calls[attrs(kind="circuit_breaker", name="o-real", outcome="rejected")].value == 1

@@ -654,3 +654,19 @@ async def test_scripted_scenario_scrape_shows_exact_counts(registry: CollectorRe
     assert bulkhead_now == SCENARIO_SATURATED.split("\n")[1:-1]
     expected = sorted(SCENARIO_END.strip().splitlines())
     assert scenario_lines(end) == expected
+
+
+@pytest.mark.anyio
+async def test_a_scrape_from_another_thread_reads_the_breaker(registry: CollectorRegistry) -> None:
+    """Scraped from a worker thread (as start_http_server does), an open breaker shows 1."""
+    observer = PrometheusObserver(registry)
+    breaker = CircuitBreaker("thr-db", minimum_calls=1, observers=[observer])
+
+    async def down() -> None:
+        raise ConnectionError
+
+    with pytest.raises(ConnectionError):
+        await breaker.call(down)
+    text = (await anyio.to_thread.run_sync(generate_latest, registry)).decode()
+    assert 'resilient_circuit_breaker_state{name="thr-db"} 1.0' in text
+    assert 'resilient_circuit_breaker_failure_rate{name="thr-db"} 1.0' in text

@@ -15,7 +15,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import resilient
-from resilient import Bulkhead, PolicySnapshot, Retry, Snapshot, Timeout
+from resilient import (
+    Bulkhead,
+    CircuitBreaker,
+    CircuitOpenError,
+    PolicySnapshot,
+    Retry,
+    Snapshot,
+    Timeout,
+)
 from resilient.observe.snapshot import HEALTH_WEIGHTS, STATE_SCORES
 from resilient.testing import current_clock
 
@@ -230,3 +238,40 @@ def test_weights_sum_to_one() -> None:
         "latency": 0.2,
         "bulkheads": 0.2,
     }
+
+
+@pytest.mark.anyio
+async def test_snapshot_reads_a_real_breaker_through_its_states() -> None:
+    """A tripped breaker shows open with the window that tripped it, then half-open in time."""
+    name = f"snap-e-{next(_ids)}"
+    breaker = CircuitBreaker(name, minimum_calls=2, open_duration=10.0)
+
+    async def down() -> None:
+        raise ConnectionError
+
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await breaker.call(down)
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(down)
+    tripped = mine(resilient.snapshot(), name)[name]
+    assert tripped.state == "open"
+    assert dict(tripped.figures) == {
+        "failure_rate": 1.0,
+        "slow_call_rate": 0.0,
+        "calls": 2,
+        "failed_calls": 2,
+        "slow_calls": 0,
+        "not_permitted_calls": 1,
+    }
+    alone = Snapshot((tripped,))
+    assert alone.health_components() == {
+        "breakers": 0.0,
+        "error_rate": 0.0,
+        "latency": 1.0,
+        "bulkheads": 1.0,
+    }
+    await anyio.sleep(10.0)
+    assert mine(resilient.snapshot(), name)[name].state == "half_open"
+    breaker.force_open()
+    assert mine(resilient.snapshot(), name)[name].state == "forced_open"
