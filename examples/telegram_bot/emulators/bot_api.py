@@ -99,6 +99,7 @@ class BotAPIEmulator:
 
     def __post_init__(self) -> None:
         self._pending: list[dict[str, Any]] = []  # unconfirmed updates, in order
+        self._updates: dict[int, dict[str, Any]] = {}  # every update ever, by id
         self._next_update = 1000
         self._next_message: defaultdict[int, int] = defaultdict(lambda: 1)
         self._faults: defaultdict[str, deque[Fault]] = defaultdict(deque)
@@ -147,12 +148,24 @@ class BotAPIEmulator:
         if text.startswith("/"):
             length = len(text.split()[0])
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
-        self._pending.append({"update_id": self._next_update, "message": message})
+        update = {"update_id": self._next_update, "message": message}
+        self._updates[self._next_update] = update
+        self._pending.append(update)
         msg = UserMessage(self._next_update, message_id, chat_id, text, now)
         self.received.append(msg)
+        self._wake_pollers()
+        return msg
+
+    def redeliver(self, msg: UserMessage) -> None:
+        """Offer an update again, as Telegram does when its confirmation never came."""
+        if all(u["update_id"] != msg.update_id for u in self._pending):
+            self._pending.append(self._updates[msg.update_id])
+            self._pending.sort(key=lambda u: int(u["update_id"]))
+        self._wake_pollers()
+
+    def _wake_pollers(self) -> None:
         self._arrived.set()
         self._arrived = anyio.Event()
-        return msg
 
     def inject(self, method: str, *faults: Fault) -> None:
         """Queue ``faults`` for ``method``; each is taken by one request, at its start."""
@@ -265,6 +278,7 @@ class BotAPIEmulator:
         if offset:
             # An offset confirms every update below it: Telegram forgets them.
             self._pending = [u for u in self._pending if u["update_id"] >= offset]
+            self._poke()
         with anyio.move_on_after(timeout):
             while not self._pending:
                 await self._arrived.wait()

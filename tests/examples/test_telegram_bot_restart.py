@@ -1,0 +1,101 @@
+"""End to end across a restart of the bot: state, history and unfinished updates carry over."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from bot_helpers import PRIMARY, emulators, make_settings, running
+from examples.telegram_bot.emulators import Latency, ServerError
+from examples.telegram_bot.models import DecisionState
+from examples.telegram_bot.stages.tools import ToolBackend
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_flow_and_history_survive_a_restart(store: tuple[str, str]) -> None:
+    """A reminder started before a restart is finished after it, and the first LLM
+    request after the restart carries the turns from before it (SQLite and Redis)."""
+    url, prefix = store
+    tools = ToolBackend()
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, url)
+        async with running(settings, tools=tools, store_prefix=prefix):
+            await api.say(21, "what is a good plant for a dark room?")
+            await api.say(21, "remind me")
+            await api.say(21, "water the fern")
+        async with running(settings, tools=tools, store_prefix=prefix) as app:
+            conv = await app.store.load(21)
+            assert conv.state is DecisionState.AWAITING_INPUT
+            assert await api.say(21, "in 2 hours") == (
+                "Set a reminder 'water the fern' in 2 hours? (yes/no)"
+            )
+            assert (await api.say(21, "yes")).startswith(
+                "Reminder set: 'water the fern' in 2 hours"
+            )
+            await api.say(21, "and how much light does it need?")
+    assert list(tools.reminders[21].values()) == [("water the fern", "in 2 hours")]
+    history = [m["content"] for m in llm.for_model(PRIMARY)[-1].history]
+    first_answer = api.chat(21)[0].text
+    assert history[:3] == ["what is a good plant for a dark room?", first_answer, "remind me"]
+    assert len(history) == 10
+
+
+async def test_update_cut_short_by_a_crash_is_answered_once_after_restart(
+    store: tuple[str, str],
+) -> None:
+    """An update being handled when the bot dies stays unconfirmed, and the restarted
+    bot answers it exactly once."""
+    url, prefix = store
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, url)
+        llm.script(PRIMARY, Latency(30.0))  # the first answer hangs: the bot dies meanwhile
+        async with running(settings, store_prefix=prefix) as app:
+            msg = api.user_says(31, "tell me about ferns")
+            await api.wait_until(lambda: app.stats.messages_in == 1)
+            await anyio.sleep(0.1)
+        assert api.replies_to(msg.message_id, 31) == []
+        assert api.unconfirmed == 1
+        async with running(settings, store_prefix=prefix):
+            reply = await api.reply(msg)
+            await api.wait_until(lambda: api.unconfirmed == 0)
+    assert reply.text.startswith(f"[{PRIMARY}] You asked: tell me about ferns")
+    assert len(api.replies_to(msg.message_id, 31)) == 1
+
+
+async def test_answered_update_offered_again_is_not_answered_twice(sqlite_url: str) -> None:
+    """An update Telegram offers again after a restart (its confirmation was lost) is
+    recognised from the store and not answered a second time."""
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, sqlite_url)
+        async with running(settings):
+            msg = api.user_says(41, "note: repot the cactus")
+            await api.reply(msg)
+            await api.wait_until(lambda: api.unconfirmed == 0)  # handled and confirmed
+        api.redeliver(msg)
+        async with running(settings) as app:
+            await api.wait_until(lambda: api.unconfirmed == 0)
+            conv = await app.store.load(41)
+    assert len(api.replies_to(msg.message_id, 41)) == 1
+    assert app.stats.duplicates_skipped == 1
+    assert conv.version == 1
+
+
+async def test_reply_that_could_not_be_sent_goes_out_after_restart(store: tuple[str, str]) -> None:
+    """When every send attempt fails, the decided reply waits in the outbox; after a
+    restart it is sent once, and the tool is not run again."""
+    url, prefix = store
+    tools = ToolBackend()
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, url)
+        api.inject("sendMessage", *[ServerError()] * 5)  # every attempt of telegram-send
+        async with running(settings, tools=tools, store_prefix=prefix) as app:
+            msg = api.user_says(51, "note: buy bulbs")
+            await api.wait_until(lambda: app.stats.send_failures >= 1)
+        assert api.replies_to(msg.message_id, 51) == []
+        async with running(settings, tools=tools, store_prefix=prefix) as app:
+            reply = await api.reply(msg)
+            await api.wait_until(lambda: api.unconfirmed == 0)
+    assert reply.text == "Noted: buy bulbs (note 1)."
+    assert len(api.replies_to(msg.message_id, 51)) == 1
+    assert tools.calls == 1
+    assert app.stats.redelivered == 1
