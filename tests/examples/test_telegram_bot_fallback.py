@@ -1,0 +1,132 @@
+"""End to end: every level of the LLM fallback chain is reached by an injected fault and answers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from bot_helpers import FAST, PRIMARY, SECONDARY, emulators, make_settings, running
+from examples.telegram_bot.emulators import Latency, Outage, RateLimited
+from examples.telegram_bot.stages.moderation import APOLOGY
+from examples.telegram_bot.stages.responder import CACHED_LABEL
+
+from resilient import CircuitState
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_primary_answers_when_healthy(sqlite_url: str) -> None:
+    """No fault: the primary model answers, with the normal token budget."""
+    async with emulators() as (api, llm), running(make_settings(api, llm, sqlite_url)) as app:
+        reply = await api.say(60, "what is a fern?")
+    assert reply.startswith(f"[{PRIMARY}] You asked: what is a fern?")
+    assert app.stats.levels == {"primary": 1}
+    assert [r.max_tokens for r in llm.requests] == [600]
+
+
+async def test_short_rate_limit_is_waited_out_on_the_primary(sqlite_url: str) -> None:
+    """A 429 whose Retry-After fits the rate-limit retry's deadline is waited out (the
+    hint, not the backoff, sets the wait) and the primary answers."""
+    async with emulators() as (api, llm), running(make_settings(api, llm, sqlite_url)) as app:
+        llm.script(PRIMARY, RateLimited(retry_after=0.15))
+        reply = await api.say(61, "what is moss?")
+    assert reply.startswith(f"[{PRIMARY}]")
+    first, second = llm.for_model(PRIMARY)
+    assert (first.status, second.status) == (429, 200)
+    assert second.at - first.at >= 0.15
+    assert app.stats.retries["llm-primary-rate-limit"] == 1
+    assert app.stats.levels == {"primary": 1}
+
+
+async def test_secondary_answers_when_the_primary_is_rate_limited(sqlite_url: str) -> None:
+    """A 429 with a Retry-After beyond the wait we allow sends the request to the
+    secondary model at once."""
+    async with emulators() as (api, llm), running(make_settings(api, llm, sqlite_url)) as app:
+        llm.set_mode(PRIMARY, RateLimited(retry_after=5.0))
+        reply = await api.say(62, "what is a cactus?")
+    assert reply.startswith(f"[{SECONDARY}] You asked: what is a cactus?")
+    assert app.stats.levels == {"secondary": 1}
+    assert app.stats.gave_up["llm-primary-rate-limit"] == 1
+    assert len(llm.for_model(PRIMARY)) == 1
+
+
+async def test_secondary_is_not_used_for_an_outage(sqlite_url: str) -> None:
+    """The secondary is only for rate limits: a failing primary goes to the simplified
+    request, which is a small, cool request to the primary again."""
+    async with emulators() as (api, llm), running(make_settings(api, llm, sqlite_url)) as app:
+        llm.script(PRIMARY, Outage(), Outage(), Outage())  # the network retry's 3 attempts
+        reply = await api.say(63, "what is a palm?")
+    assert reply.startswith(f"[{PRIMARY}] You asked: what is a palm?")
+    assert app.stats.levels == {"simplified": 1}
+    assert app.stats.retries["llm-primary-network"] == 2
+    assert llm.for_model(SECONDARY) == []
+    last = llm.requests[-1]
+    assert (last.max_tokens, last.temperature, last.status) == (120, 0.2, 200)
+
+
+async def test_cached_template_and_apology_answer_when_both_models_are_down(
+    sqlite_url: str,
+) -> None:
+    """With both models down: a question like an earlier one gets the earlier answer,
+    labelled as cached; a weather question gets its template; anything else the apology."""
+    async with emulators() as (api, llm), running(make_settings(api, llm, sqlite_url)) as app:
+        fresh = await api.say(64, "What is the capital of France?")
+        llm.set_mode(PRIMARY, Outage())
+        llm.set_mode(SECONDARY, Outage())
+        cached = await api.say(65, "what's the capital of france")
+        template = await api.say(66, "what's the weather in Rome?")
+        apology = await api.say(67, "tell me a joke")
+    assert cached == CACHED_LABEL + fresh
+    assert template == (
+        "I can't reach the weather service right now for Rome. Please try again in a few minutes."
+    )
+    assert apology == APOLOGY
+    assert app.stats.levels == {"primary": 1, "cached": 1, "template": 1, "apology": 1}
+
+
+async def test_cached_answer_needs_the_same_entities(sqlite_url: str) -> None:
+    """A Berlin answer is never reused for Paris, however similar the words."""
+    async with emulators() as (api, llm), running(make_settings(api, llm, sqlite_url)) as app:
+        await api.say(68, "what's the weather in Berlin?")
+        llm.set_mode(PRIMARY, Outage())
+        reply = await api.say(69, "what's the weather in Paris?")
+    assert reply.startswith("I can't reach the weather service right now for Paris")
+    assert app.stats.levels == {"primary": 1, "template": 1}
+
+
+async def test_hanging_models_still_get_an_answer_before_the_deadline(sqlite_url: str) -> None:
+    """Models that never answer are cut off by the answer budget, and a local level
+    answers: the reply comes though each model call would take a minute."""
+    async with emulators() as (api, llm), running(make_settings(api, llm, sqlite_url)) as app:
+        llm.set_mode(PRIMARY, Latency(60.0))
+        llm.set_mode(SECONDARY, Latency(60.0))
+        reply = await api.say(70, "tell me a story", timeout=FAST.reply_deadline * 3)
+    assert reply == APOLOGY
+    assert app.stats.levels == {"apology": 1}
+
+
+async def test_primary_breaker_opens_in_an_outage_and_closes_after_it(sqlite_url: str) -> None:
+    """In an outage the primary's breaker opens and the primary is no longer called;
+    once the outage is over, a trial call closes it again."""
+    timings = dataclasses.replace(FAST, breaker_open=0.3)
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, sqlite_url, timings)
+        async with running(settings) as app:
+            breaker = app.policies.primary.breaker
+            llm.set_mode(PRIMARY, Outage())
+            for i in range(3):
+                assert await api.say(71, f"question {i}") == APOLOGY
+            assert breaker.state is CircuitState.OPEN
+            calls = len(llm.for_model(PRIMARY))
+            assert await api.say(71, "one more question") == APOLOGY
+            assert len(llm.for_model(PRIMARY)) == calls  # rejected without a call
+            llm.set_mode(PRIMARY, None)
+            await api.wait_until(lambda: breaker.state is CircuitState.HALF_OPEN, timeout=2.0)
+            reply = await api.say(71, "are you back?")
+            assert breaker.state is CircuitState.CLOSED
+    assert reply.startswith(f"[{PRIMARY}]")
+    assert [(t.old, t.new) for t in app.stats.transitions] == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]
