@@ -47,6 +47,7 @@ import openai
 import redis.exceptions
 from aiogram.exceptions import (
     ClientDecodeError,
+    TelegramEntityTooLarge,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -123,8 +124,11 @@ def telegram_retry_after(exc: BaseException) -> float | None:
 def is_telegram_transient(exc: BaseException) -> bool:
     """Worth sending again: flood control, a 5xx (also a non-JSON one), a network error.
 
-    ``TelegramEntityTooLarge``, bad requests and the like are never retried.
+    ``TelegramEntityTooLarge``, bad requests and the like are never retried (aiogram
+    derives ``TelegramEntityTooLarge`` from ``TelegramNetworkError``: hence the check).
     """
+    if isinstance(exc, TelegramEntityTooLarge):
+        return False
     return isinstance(
         exc,
         TelegramRetryAfter
@@ -137,6 +141,8 @@ def is_telegram_transient(exc: BaseException) -> bool:
 
 def is_telegram_failure(exc: BaseException) -> bool:
     """The Bot API is unwell (flood control is not a failure: it is Telegram working)."""
+    if isinstance(exc, TelegramEntityTooLarge):
+        return False
     return isinstance(
         exc, TelegramServerError | TelegramNetworkError | ClientDecodeError | TimeoutExceeded
     )

@@ -31,6 +31,7 @@ _CITIES = {
     "paris", "berlin", "london", "rome", "madrid", "tokyo", "moscow", "vienna",
     "prague", "lisbon", "oslo", "warsaw", "amsterdam", "new york",
 }  # fmt: skip
+_NOT_PLACES = {"the", "a", "my", "our", "today", "tomorrow", "tonight", "general"}
 _GREETINGS = ("hi", "hello", "hey", "good morning", "good evening", "good afternoon")
 _YES = {"yes", "y", "yeah", "yep", "sure", "ok", "okay", "confirm", "do it"}
 _NO = {"no", "n", "nope", "nah", "don't", "dont"}
@@ -147,10 +148,9 @@ def _entities(norm: str) -> tuple[str, ...]:
     for city in _CITIES:
         if re.search(rf"\b{re.escape(city)}\b", norm):
             found.add(city)
-    # An unknown place after "in"/"for" in a weather question is an entity too.
-    place = re.search(
-        r"\b(?:weather|forecast|temperature)\b.*?\b(?:in|for|at) ([a-z][a-z -]*)", norm
-    )
-    if place:
-        found.add(place.group(1).strip())
+    # An unknown place after "in"/"for" in a weather question is an entity too
+    # (one word: "weather in oslo tomorrow" is about "oslo").
+    place = re.search(r"\b(?:weather|forecast|temperature)\b.*?\b(?:in|for|at) ([a-z]+)", norm)
+    if place and not any(c in found for c in _CITIES) and place.group(1) not in _NOT_PLACES:
+        found.add(place.group(1))
     return tuple(sorted(found))
