@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -598,3 +600,33 @@ def test_one_bulkhead_serves_several_event_loops_in_turn() -> None:
         # 2 run at t=0, 2 at t=1 (waited 1 s), the fifth's 1.5 s wait runs out.
         assert run(main, backend=backend) == ["max_wait", "ran", "ran", "ran", "ran"]
         assert (_SHARED.active, _SHARED.waiting) == (0, 0)
+
+
+def test_plain_asyncio_cancel_of_a_granted_waiter_passes_the_permit_on() -> None:
+    """With bare asyncio tasks, a waiter cancelled right after its grant passes the permit on."""
+
+    async def main() -> tuple[list[str], bool, tuple[int, int]]:
+        bh = Bulkhead("db", 1)
+        gate = Gate()
+        tasks: dict[str, asyncio.Task[Any]] = {}
+
+        async def holder() -> None:
+            await bh.call(gate.job("a"))  # releases: "b" is handed the permit...
+            tasks["b"].cancel()  # ...and cancelled before it runs again
+
+        tasks["a"] = asyncio.create_task(holder())
+        await settle()
+        b = tasks["b"] = asyncio.create_task(bh.call(gate.job("b")))
+        c = asyncio.create_task(bh.call(gate.job("c")))
+        await settle()
+        gate.open("a")
+        await settle()
+        gate.open("c")
+        with contextlib.suppress(TimeoutError):  # a lost permit would leave "c" waiting
+            await asyncio.wait_for(c, 60)
+        return gate.started, b.cancelled(), (bh.active, bh.waiting)
+
+    started, b_cancelled, counters = run(main, backend="asyncio")
+    assert started == ["a", "c"]
+    assert b_cancelled
+    assert counters == (0, 0)

@@ -269,5 +269,5 @@ def test_bulkhead_matches_its_model(anyio_backend: tuple[str, dict[str, Any]]) -
     backend = anyio_backend[0]
     machine = type(f"BulkheadMachine_{backend}", (BulkheadMachine,), {"backend": backend})
     run_state_machine_as_test(
-        machine, settings=settings(max_examples=60, stateful_step_count=30, deadline=None)
+        machine, settings=settings(max_examples=200, stateful_step_count=40, deadline=None)
     )

@@ -8,18 +8,22 @@ How it works (one counter, one line of waiters):
 
 - ``_active`` counts the permits held. A call that finds one free takes it
   with a compare and an increment: no allocation, no await, no lock.
-- A call that finds none joins the line (a ``deque``) with its own
-  ``anyio.Event``, made on the spot, so nothing is bound to an event loop
-  and one bulkhead serves several loops one after another.
-- Releasing a permit hands it straight to the first waiter (pops it and sets
-  its event); the permit never becomes free in between, so a newcomer cannot
+- A call that finds none joins the line (a ``deque``) with its own waiter,
+  made on the spot, so nothing is bound to an event loop and one bulkhead
+  serves several loops one after another. On asyncio the waiter is a bare
+  future and ``max_wait`` a loop timer (a long line costs about what it
+  costs ``asyncio.Semaphore``); elsewhere (trio) an ``anyio.Event`` waited
+  on in a cancel scope. Both read the loop's clock, so virtual time applies.
+- Releasing a permit hands it straight to the first waiter (pops it and
+  wakes it); the permit never becomes free in between, so a newcomer cannot
   overtake the line. Only with nobody waiting does ``_active`` go down. Hence
   ``waiting > 0`` implies ``active == max_concurrent``, and the fast path's
   one comparison is enough for first-in first-out order.
 - A waiter that stops waiting (its ``max_wait`` ran out, or it was
   cancelled) leaves the line. If it was handed a permit in the same instant,
   it keeps the permit (timeout) or passes it on (cancellation): exactly one
-  release for every permit, on every path.
+  release for every permit, on every path. A cancelled waiter never starts
+  its call.
 
 Releasing never runs anyone's code: it only wakes the next waiter, who runs
 its own call in its own task.
@@ -27,7 +31,10 @@ its own call in its own task.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+from asyncio import _get_running_loop  # C-fast; None outside asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar, final
@@ -95,7 +102,7 @@ class Bulkhead(Policy):
         self._active = 0
         # Waiters in arrival order. An event is in here exactly while it is
         # not set: handing over a permit pops it and sets it in one step.
-        self._waiters: deque[anyio.Event] = deque()
+        self._waiters: deque[asyncio.Future[bool] | anyio.Event] = deque()
 
     @property
     def max_concurrent(self) -> int:
@@ -146,15 +153,64 @@ class Bulkhead(Policy):
             self._release()
 
     async def _wait_for_permit(self) -> float:
-        """Wait in line for a permit; return the seconds waited, or raise ``BulkheadFullError``."""
-        waiters = self._waiters
-        if self._max_queue is not None and len(waiters) >= self._max_queue:
+        """Wait in line for a permit; return the seconds waited, or raise ``BulkheadFullError``.
+
+        On asyncio the waiter is a bare future (the cheap path for long
+        lines), elsewhere an ``anyio.Event`` (:meth:`_wait_anyio`). The
+        future's result says how the wait ended: ``True`` a permit was handed
+        over, ``False`` ``max_wait`` ran out (the timer took it out of the
+        line). Cancellation cancels the future, or, if it already has a
+        result, is raised at the ``await`` all the same.
+        """
+        if self._max_queue is not None and len(self._waiters) >= self._max_queue:
             self._reject("queue_full")
-        limit = self._wait_limit
-        if limit == 0.0:
+        if self._wait_limit == 0.0:
             self._reject("max_wait")
+        loop = _get_running_loop()
+        if loop is None:
+            return await self._wait_anyio()
+        waiters = self._waiters
+        start = loop.time()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        waiters.append(waiter)
+        limit = self._wait_limit
+        timer = None if limit is None else loop.call_at(start + limit, self._expire, waiter)
+        try:
+            granted = await waiter
+            # anyio delivers a scope's cancellation to a task whose future
+            # already has its result only at the next checkpoint: take it
+            # here, so a cancelled waiter never starts its call.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            if not waiter.done() or waiter.cancelled():
+                # Still in line, unless a release already skipped it.
+                with contextlib.suppress(ValueError):
+                    waiters.remove(waiter)
+            elif waiter.result():
+                # Handed a permit and cancelled in the same instant: pass it
+                # on (silently: this call never acquired it).
+                self._pass_on()
+            # else: timed out, and the timer took it out of the line.
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if not granted:
+            self._reject("max_wait")
+        return loop.time() - start
+
+    def _expire(self, waiter: asyncio.Future[bool]) -> None:
+        """``max_wait`` ran out (asyncio timer): leave the line, unless already served."""
+        if not waiter.done():
+            self._waiters.remove(waiter)
+            waiter.set_result(False)
+
+    async def _wait_anyio(self) -> float:
+        """Wait on an ``anyio.Event`` within a cancel scope (trio, any other backend)."""
+        waiters = self._waiters
         event = anyio.Event()
         waiters.append(event)
+        limit = self._wait_limit
         start = now()
         try:
             if limit is None:
@@ -183,22 +239,27 @@ class Bulkhead(Policy):
 
     def _release(self) -> None:
         """Give a permit back: to the first waiter if there is one, else to the pool."""
-        # The body of _pass_on, inlined: this runs on every call.
-        waiters = self._waiters
-        if waiters:
-            waiters.popleft().set()
+        if self._waiters:
+            self._pass_on()
         else:
             self._active -= 1
         if self._listeners:
             self._emit(PermitReleased(self.kind, self.name))
 
     def _pass_on(self) -> None:
-        """Hand a permit to the first waiter, or return it to the pool."""
+        """Hand a permit to the first waiter still waiting, or return it to the pool."""
         waiters = self._waiters
-        if waiters:
-            waiters.popleft().set()
-        else:
-            self._active -= 1
+        while waiters:
+            waiter = waiters.popleft()
+            if isinstance(waiter, asyncio.Future):
+                # A cancelled future's task is on its way out of the line: skip it.
+                if not waiter.done():
+                    waiter.set_result(True)
+                    return
+            else:
+                waiter.set()
+                return
+        self._active -= 1
 
     def _reject(self, reason: BulkheadReason) -> None:
         if self._listeners:
