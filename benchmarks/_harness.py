@@ -8,15 +8,18 @@ How a figure is made:
   trivial coroutine function ``target`` the cases wrap.
 - One *round* times every case once, each over ``n`` calls in a plain loop
   (``try: await call() except Exception: pass``; a ``try`` costs nothing in
-  Python 3.11 when nothing is raised, so the baseline loop is the same loop).
-  The cases run in a different order each round, so drift in the machine's
-  speed spreads evenly over them.
+  Python 3.11 when nothing is raised, so the baseline loop is the same loop),
+  and each case's timing is paired with a timing of the bare await taken
+  right before it. The cases run in a different order each round, so drift
+  in the machine's speed spreads evenly over them.
 - ``warmup`` rounds are thrown away, then ``repeats`` rounds are kept. A
-  case's figure is the median of its per-call times over the kept rounds;
-  the spread is the interquartile range.
-- ``overhead`` is the median minus the bare await's median *from the same
-  run*, and ``ratio`` is the median over the bare await's median: both are
-  comparable across machines, absolute times are not.
+  case's per-call figure is the median of its per-call times over the kept
+  rounds; the spread is the interquartile range.
+- ``overhead`` is the median over the rounds of (case minus its paired bare
+  await), and ``ratio`` the median of (case over its paired bare await): a
+  shared machine's slow phases hit both halves of a pair alike, so these
+  stay steady when absolute times do not. Both are comparable across
+  machines; absolute times are not.
 
 The garbage collector is collected before, and disabled during, each timed
 loop (as ``timeit`` does). Everything runs on one plain asyncio loop in real
@@ -122,21 +125,31 @@ async def _run(cases: list[Case], n: int, repeats: int, warmup: int) -> list[Res
         await _check(case, call)
         calls[case.name] = call
     samples: dict[str, list[float]] = {case.name: [] for case in every}
+    overheads: dict[str, list[float]] = {case.name: [] for case in every}
+    ratios: dict[str, list[float]] = {case.name: [] for case in every}
     rng = random.Random(1234)
-    order = list(every)
+    order = list(cases)
     for round_ in range(warmup + repeats):
         rng.shuffle(order)
         for case in order:
+            base = await _time_once(target, n)
             t = await _time_once(calls[case.name], n)
             if round_ >= warmup:
+                samples[bare.name].append(base)
                 samples[case.name].append(t)
-    base = statistics.median(samples[bare.name])
+                overheads[case.name].append(t - base)
+                ratios[case.name].append(t / base)
     results = []
     for case in every:
         s = samples[case.name]
         q1, _, q3 = statistics.quantiles(s, n=4) if len(s) > 1 else (s[0], s[0], s[0])
         med = statistics.median(s)
-        results.append(Result(case.name, med, q1, q3, med - base, med / base, case.note, s))
+        if case is bare:
+            overhead, ratio = 0.0, 1.0
+        else:
+            overhead = statistics.median(overheads[case.name])
+            ratio = statistics.median(ratios[case.name])
+        results.append(Result(case.name, med, q1, q3, overhead, ratio, case.note, s))
     return results
 
 
