@@ -32,7 +32,7 @@ from typing import Any, TypedDict, TypeVar, Unpack, final, overload
 
 from .._events import Event, add_observer, registry, remove_observer
 from .._policy import Policy
-from ..chaos import CallSelection, ErrorSpec, InjectFault, InjectLatency, InjectResult
+from ..chaos import CallSelection, ErrorSpec, InjectFault, InjectLatency, InjectResult, Switch
 
 __all__ = ["EventLog", "Faults", "Schedule"]
 
@@ -50,6 +50,7 @@ class Schedule(TypedDict, total=False):
     calls: CallSelection | None
     every: int | None
     when: Callable[..., bool] | None
+    enabled: Switch
     seed: int | None
 
 
