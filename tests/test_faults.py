@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from resilient import (
     Backoff,
+    CircuitBreaker,
+    CircuitOpenError,
     Fallback,
     FallbackUsed,
     Pipeline,
@@ -68,6 +70,18 @@ async def test_arms_policies_built_later_only_while_open() -> None:
     after = quick_retry("late", attempts=1)
     assert await after.call(service) == "real 1"
     assert await late.call(service) == "real 1"
+
+
+async def test_breaker_built_while_open_records_injected_failures(faults: Faults) -> None:
+    """A breaker built after the fault was registered counts the injected errors and opens."""
+    faults.inject("api", error=ConnectionError)
+    breaker = CircuitBreaker("api", minimum_calls=2, open_duration=30.0)
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await breaker.call(service)
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(service)
+    assert faults.calls("api") == 2
 
 
 async def test_kind_name_target_selects_one_kind(faults: Faults) -> None:

@@ -8,6 +8,7 @@ where it should.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,17 +17,32 @@ pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Per mode: the ini line, how the user's tests and async fixtures are marked,
-# and how many runs each test gets (anyio: asyncio and trio).
+
+@dataclass(frozen=True)
+class Mode:
+    """How a user's project runs async tests: its ini, its test mark and async-fixture
+    decorator, and how many runs each test gets (anyio: one per backend)."""
+
+    ini: str
+    mark: str
+    async_fixture: str
+    runs: int
+
+
+STRICT_INI = "asyncio_mode = strict\nasyncio_default_fixture_loop_scope = function"
 MODES = {
-    "asyncio-strict": (
-        "asyncio_mode = strict",
-        "pytestmark = pytest.mark.asyncio",
-        "@pytest_asyncio.fixture",
+    "asyncio-strict": Mode(
+        STRICT_INI, "pytestmark = pytest.mark.asyncio", "@pytest_asyncio.fixture", 1
+    ),
+    "asyncio-auto": Mode(
+        "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = function",
+        "",
+        "@pytest.fixture",
         1,
     ),
-    "asyncio-auto": ("asyncio_mode = auto", "", "@pytest.fixture", 1),
-    "anyio": ("asyncio_mode = strict", "pytestmark = pytest.mark.anyio", "@pytest.fixture", 2),
+    "anyio": Mode(STRICT_INI, "pytestmark = pytest.mark.anyio", "@pytest.fixture", 2),
+    # anyio's own auto mode, with pytest-asyncio switched off
+    "anyio-auto": Mode("anyio_mode = auto\naddopts = -p no:asyncio", "", "@pytest.fixture", 2),
 }
 
 
@@ -34,16 +50,13 @@ def run_user_tests(
     pytester: pytest.Pytester, mode: str, files: dict[str, str], *args: str
 ) -> pytest.RunResult:
     """Write ``files`` (``{MARK}`` and ``{ASYNC_FIXTURE}`` filled in for the mode), run pytest."""
-    ini, mark, async_fixture, _ = MODES[mode]
-    pytester.makeini(
-        f"[pytest]\n{ini}\nasyncio_default_fixture_loop_scope = function\n"
-        "addopts = -p no:cacheprovider\n"
-    )
+    m = MODES[mode]
+    pytester.makeini(f"[pytest]\n{m.ini}\n")
     for name, source in files.items():
         pytester.path.joinpath(name).write_text(
-            source.replace("{MARK}", mark).replace("{ASYNC_FIXTURE}", async_fixture)
+            source.replace("{MARK}", m.mark).replace("{ASYNC_FIXTURE}", m.async_fixture)
         )
-    return pytester.runpytest_inprocess(*args)
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
 
 
 CLOCK_TESTS = '''
@@ -98,7 +111,7 @@ def test_clock_fixture_puts_the_test_loop_in_virtual_time(
 ) -> None:
     """Policies, the test's sleeps and timeouts, and async fixtures run in virtual time."""
     result = run_user_tests(pytester, mode, {"test_clock.py": CLOCK_TESTS})
-    runs = MODES[mode][3]
+    runs = MODES[mode].runs
     result.assert_outcomes(passed=2 * runs, failed=runs)
     result.stdout.fnmatch_lines(["*assert (5.0 - *) == 4"])
 
@@ -195,7 +208,7 @@ def test_faults_fixture_marker_and_events(pytester: pytest.Pytester, mode: str) 
     result = run_user_tests(
         pytester, mode, {"service.py": SERVICE, "test_faults_user.py": FAULT_TESTS}
     )
-    runs = MODES[mode][3]
+    runs = MODES[mode].runs
     result.assert_outcomes(passed=8 * runs, failed=runs, errors=runs)
     result.stdout.fnmatch_lines(["*DID NOT RAISE*ConnectionError*"])
     result.stdout.fnmatch_lines(["*exactly one of error=, seconds= or value=*"])
@@ -303,7 +316,7 @@ def test_docs_worked_example_passes(pytester: pytest.Pytester, mode: str) -> Non
     assert mark in files["test_assistant.py"]
     files["test_assistant.py"] = files["test_assistant.py"].replace(mark, "{MARK}")
     result = run_user_tests(pytester, mode, files)
-    result.assert_outcomes(passed=4 * MODES[mode][3])
+    result.assert_outcomes(passed=4 * MODES[mode].runs)
 
 
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:

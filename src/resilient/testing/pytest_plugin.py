@@ -121,8 +121,8 @@ def _runs_on_pytest_asyncio(request: pytest.FixtureRequest) -> bool:
     return is_async_test(request.node)
 
 
-def _pytest_asyncio_loop(request: pytest.FixtureRequest) -> Any:
-    """The loop pytest-asyncio runs this test on (creating its runner now if needed)."""
+def _pytest_asyncio_loop(request: pytest.FixtureRequest) -> tuple[str, Any]:
+    """The loop scope and the loop pytest-asyncio runs this test on (creating it if needed)."""
     marker = request.node.get_closest_marker("asyncio")
     kwargs = marker.kwargs if marker is not None else {}
     scope = kwargs.get("loop_scope") or kwargs.get("scope")
