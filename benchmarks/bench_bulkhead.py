@@ -287,16 +287,33 @@ def print_contended(title: str, samples: dict[str, list[float]], baseline: str) 
 # --- summary ------------------------------------------------------------------
 
 
-def _median(results: list[Result], name: str) -> float:
-    return next(r.median for r in results if r.name == name)
-
-
-def print_ratios(title: str, ours_name: str, figures: dict[str, float], others: list[str]) -> None:
-    """Ours over each other contender from the same run (below 1.00: ours is faster)."""
+def print_ratios(
+    title: str, pairs: list[tuple[str, str]], ratio: Callable[[str, str], float]
+) -> None:
+    """Ours over another contender, from the same run (below 1.00: ours is faster)."""
     print(f"\n{title}")
-    for other in others:
-        if other in figures:
-            print(f"  {ours_name} / {other}: {figures[ours_name] / figures[other]:.2f}")
+    for mine, other in pairs:
+        print(f"  {mine} / {other}: {ratio(mine, other):.2f}")
+
+
+def _pairs(names: list[str]) -> list[tuple[str, str]]:
+    """Each of our variants against every contender that is not ours."""
+    mine = [n for n in names if n.startswith("resilient")]
+    others = [n for n in names if not n.startswith("resilient")]
+    return [(m, o) for m in mine for o in others]
+
+
+def overhead_ratio(results: list[Result]) -> Callable[[str, str], float]:
+    """Per-call ratio of two cases, each taken as its median ratio to the paired bare await."""
+    by_name = {r.name: r.ratio for r in results}
+    return lambda a, b: by_name[a] / by_name[b]
+
+
+def batch_ratio(samples: dict[str, list[float]]) -> Callable[[str, str], float]:
+    """Median over rounds of the two totals' ratio (each round times both, back to back)."""
+    return lambda a, b: statistics.median(
+        x / y for x, y in zip(samples[a], samples[b], strict=True)
+    )
 
 
 def main() -> None:
@@ -328,33 +345,17 @@ def main() -> None:
         "trio.Semaphore",
     )
 
-    overhead = {r.name: r.median for r in aio}
     print_ratios(
-        "Ratios, uncontended, asyncio (per-call time; target: <= 1.5 vs a bare semaphore)",
-        "resilient Bulkhead.call",
-        overhead,
-        [r.name for r in aio if not r.name.startswith("resilient")],
+        "Ratios, uncontended, asyncio (per call; target: <= 1.5 vs a bare semaphore)",
+        _pairs([r.name for r in aio]),
+        overhead_ratio(aio),
     )
-    overhead_trio = {r.name: r.median for r in tri}
+    print_ratios("Ratios, uncontended, trio", _pairs([r.name for r in tri]), overhead_ratio(tri))
     print_ratios(
-        "Ratios, uncontended, trio",
-        "resilient Bulkhead.call",
-        overhead_trio,
-        [r.name for r in tri if not r.name.startswith("resilient")],
+        "Ratios, contended, asyncio (total time)", _pairs(list(aio_batch)), batch_ratio(aio_batch)
     )
-    totals = {name: statistics.median(s) for name, s in aio_batch.items()}
     print_ratios(
-        "Ratios, contended, asyncio (total time)",
-        "resilient Bulkhead",
-        totals,
-        [n for n in totals if not n.startswith("resilient")],
-    )
-    totals_trio = {name: statistics.median(s) for name, s in tri_batch.items()}
-    print_ratios(
-        "Ratios, contended, trio (total time)",
-        "resilient Bulkhead",
-        totals_trio,
-        [n for n in totals_trio if not n.startswith("resilient")],
+        "Ratios, contended, trio (total time)", _pairs(list(tri_batch)), batch_ratio(tri_batch)
     )
     sys.stdout.flush()
 
