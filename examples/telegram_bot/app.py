@@ -8,9 +8,10 @@ analytics sink, a stats object shared across a restart).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -46,7 +47,7 @@ class _Spawner:
 
     group: anyio.abc.TaskGroup | None = None
 
-    def __call__(self, fn: Callable[[], Awaitable[None]]) -> None:
+    def __call__(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if self.group is not None:
             self.group.start_soon(fn)
 
@@ -67,7 +68,14 @@ class BotApp:
     spawner: _Spawner = field(default_factory=_Spawner)
 
     async def run(self) -> None:
-        me = await self.policies.poll.call(self.bot.get_me)
+        while True:  # the Bot API may be down at boot: wait for it rather than exit
+            try:
+                me = await self.policies.poll.call(self.bot.get_me)
+                break
+            except Exception as exc:
+                pause = self.settings.timings.poll_backoff_max
+                log.warning("getMe failed: %r; trying again in %gs", exc, pause)
+                await anyio.sleep(pause)
         log.info("bot @%s polling %s", me.username, self.settings.telegram_api_url)
         async with anyio.create_task_group() as tg:
             self.spawner.group = tg

@@ -27,9 +27,10 @@ import argparse
 import logging
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -109,11 +110,18 @@ class Progress:
 
 
 class Demo:
-    def __init__(self, api: BotAPIEmulator, llm: LLMEmulator, settings: Settings, chats: int):
+    def __init__(
+        self,
+        api: BotAPIEmulator,
+        llm: LLMEmulator,
+        settings: Settings,
+        chats: int,
+        tool_latency: float,
+    ) -> None:
         self.api, self.llm, self.settings = api, llm, settings
         self.chat_ids = [1000 + i for i in range(chats)]
         self.stats = BotStats()  # one book for both bot instances
-        self.tools = ToolBackend(latency=0.6)  # the slow tool
+        self.tools = ToolBackend(latency=tool_latency)  # the slow tool
         self.out = Outcome(chats)
         self.progress = Progress(api, chats * PER_CHAT + 2)
         self.app: BotApp | None = None
@@ -126,7 +134,7 @@ class Demo:
             self.out.problems.append(f"chat {chat_id}: no reply to {text!r}")
             return ""
 
-    async def each_chat(self, script: Callable[[int, int], Awaitable[None]]) -> None:
+    async def each_chat(self, script: Callable[[int, int], Coroutine[Any, Any, None]]) -> None:
         async with anyio.create_task_group() as tg:
             for i, chat_id in enumerate(self.chat_ids):
                 tg.start_soon(script, i, chat_id)
@@ -171,7 +179,7 @@ class Demo:
             before = self.stats.messages_in
             yeses = [api.user_says(c, "yes") for c in self.chat_ids]
             await api.wait_until(lambda: self.stats.messages_in - before == len(self.chat_ids))
-            await anyio.sleep(0.2)  # the tool takes 0.6 s: every "yes" is mid-way
+            await anyio.sleep(self.tools.latency / 3)  # every "yes" is mid-way through the tool
             self.out.restart_inflight = sum(
                 1 for m in yeses if not api.replies_to(m.message_id, m.chat_id)
             )
@@ -224,7 +232,7 @@ class Demo:
             app = self.app
             assert app is not None
             breaker = app.policies.primary.breaker
-            with anyio.move_on_after(DEMO_TIMINGS.breaker_open + 2.0):
+            with anyio.move_on_after(self.settings.timings.breaker_open + 2.0):
                 # The breaker turns HALF_OPEN by the clock alone: look now and then.
                 while breaker.state is not CircuitState.HALF_OPEN:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
@@ -348,9 +356,18 @@ def summary(demo: Demo) -> str:
 
 
 async def run_demo(
-    chats: int = 12, store_url: str | None = None, workdir: Path | None = None
+    chats: int = 12,
+    store_url: str | None = None,
+    workdir: Path | None = None,
+    *,
+    timings: Timings = DEMO_TIMINGS,
+    tool_latency: float = 0.6,
 ) -> Demo:
-    """Play the scenario; the caller prints :func:`summary`."""
+    """Play the scenario; the caller prints :func:`summary`.
+
+    ``timings`` are the bot's (default :data:`DEMO_TIMINGS`); ``tool_latency``
+    is the slow tool's, in seconds (the bot is killed a third of the way in).
+    """
     workdir = Path(tempfile.mkdtemp(prefix="tgbot-demo-")) if workdir is None else workdir
     url = store_url or f"sqlite:///{workdir / 'demo.db'}"
     async with BotAPIEmulator(token=TOKEN) as api, LLMEmulator() as llm:
@@ -362,9 +379,9 @@ async def run_demo(
             primary_model=PRIMARY,
             secondary_model=SECONDARY,
             state_store_url=url,
-            timings=DEMO_TIMINGS,
+            timings=timings,
         )
-        demo = Demo(api, llm, settings, chats)
+        demo = Demo(api, llm, settings, chats, tool_latency)
         await demo.play()
         return demo
 

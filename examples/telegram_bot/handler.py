@@ -21,7 +21,8 @@ update unfinished: the poller hands it over again later.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 from aiogram.types import Update
@@ -45,7 +46,7 @@ log = logging.getLogger("examples.telegram_bot.handler")
 
 RECOVERY_TEXT = "Sorry, something went wrong on my side, so I started over. Please try again."
 
-Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
 class MessageHandler:

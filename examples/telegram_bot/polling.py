@@ -70,7 +70,10 @@ class Poller:
 
     async def run(self) -> None:
         """Poll until cancelled."""
-        await self._policy.call(self._bot.delete_webhook, drop_pending_updates=False)
+        try:  # getUpdates fails while a webhook is set; keep pending updates
+            await self._policy.call(self._bot.delete_webhook, drop_pending_updates=False)
+        except Exception as exc:
+            log.warning("deleteWebhook failed: %r; polling anyway", exc)
         async with anyio.create_task_group() as tg:
             while True:
                 await self._poll_once(tg)

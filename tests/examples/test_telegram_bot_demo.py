@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
-from examples.telegram_bot.demo import LEVELS, run_demo, summary
+from examples.telegram_bot.demo import DEMO_TIMINGS, LEVELS, run_demo, summary
 
 
 @pytest.mark.asyncio
 async def test_demo_scenario_passes_its_own_checks(tmp_path: Path) -> None:
     """Three chats through crash, flood control, rate limits and an outage: every
     message answered once, state carried over, every fallback level used."""
-    demo = await run_demo(chats=3, workdir=tmp_path)
+    timings = dataclasses.replace(DEMO_TIMINGS, breaker_open=0.5)
+    demo = await run_demo(chats=3, workdir=tmp_path, timings=timings, tool_latency=0.3)
     assert demo.out.problems == []
     assert demo.out.restart_inflight == 3
     assert demo.out.reminders_ok == 3

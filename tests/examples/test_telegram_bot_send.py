@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from bot_helpers import emulators, make_settings, running
+from bot_helpers import FAST, emulators, make_settings, running
 from examples.telegram_bot.emulators import BotAPIEmulator, Delay, RetryAfter, ServerError
 
 pytestmark = pytest.mark.asyncio
@@ -68,3 +70,16 @@ async def test_getupdates_errors_are_retried_by_the_poller(sqlite_url: str) -> N
     assert reply.text == "Noted: pots (note 1)."
     assert len(api.replies_to(msg.message_id, 83)) == 1
     assert app.stats.retries["telegram-poll"] == 2
+
+
+async def test_bot_waits_for_a_bot_api_that_is_down_at_boot(sqlite_url: str) -> None:
+    """getMe failing past the poll retry's attempts at start does not stop the bot: it
+    tries again, then polls and answers."""
+    timings = dataclasses.replace(FAST, poll_backoff_max=0.1)
+    async with emulators() as (api, llm):
+        api.inject("getMe", *[ServerError(503)] * 6)  # one more than telegram-poll's attempts
+        async with running(make_settings(api, llm, sqlite_url, timings)) as app:
+            reply = await api.say(84, "note: compost", timeout=5.0)
+    assert reply == "Noted: compost (note 1)."
+    assert api.requests["getme"] == 7
+    assert app.stats.gave_up["telegram-poll"] == 1

@@ -170,7 +170,7 @@ class LLMEmulator:
             return web.json_response({"error": error}, status=429, headers=headers)
         if isinstance(fault, Outage):
             record(fault.status)
-            error = {"message": "The server had an error", "type": "server_error", "code": None}
+            error = {"message": "The server had an error", "type": "server_error"}
             return web.json_response({"error": error}, status=fault.status)
         if isinstance(fault, Latency):
             await anyio.sleep(fault.seconds)

@@ -8,7 +8,7 @@ pool is full or the sink is slow, the event is dropped and counted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ class Analytics:
         self,
         sink: AnalyticsSink,
         policy: Policy,
-        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
     ) -> None:
         self._sink = sink
         self._policy = policy
