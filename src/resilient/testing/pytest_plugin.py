@@ -46,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "faults(target, *, error=|seconds=|value=, patch=False, rate=, times=, calls=, "
-        "every=, when=, seed=): inject a fault into the policies named target (or, with "
+        "every=, when=, enabled=, seed=): inject a fault into the policies named target (or, with "
         "patch=True, the async function at that dotted path) for this test "
         "(resilient plugin)",
     )
@@ -67,9 +67,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_fixture_setup(
     fixturedef: Any, request: pytest.FixtureRequest
 ) -> Generator[None, Any, Any]:
+    """Put the loop of a test that asked for ``resilient_clock`` in virtual time.
+
+    Hooked on the fixture that makes the loop rather than done by the clock
+    fixture itself, so the order in which a test lists its fixtures never
+    matters. Tests that did not ask are let through untouched.
+    """
     argname = fixturedef.argname
     if argname == "_function_scoped_runner":
-        # pytest-asyncio's per-test runner: give it the virtual loop.
+        # pytest-asyncio (>= 1.0) makes each test's loop in this fixture, from
+        # its loop factory (None: the policy's default loop). Only the
+        # function-scoped runner is ours to change: wider ones are shared.
         if "_asyncio_loop_factory" in fixturedef.argnames and _CLOCK in request.fixturenames:
             original = fixturedef.func
             fixturedef.func = _with_virtual_loop(original)
