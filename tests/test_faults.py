@@ -183,12 +183,16 @@ def test_injectors_are_not_live_policies(faults: Faults) -> None:
 
 
 def test_one_open_registry_and_registering_needs_it_open() -> None:
-    """A second open registry is refused; a closed one refuses new faults."""
+    """A second open registry is refused; a registry not open (or closed) refuses faults."""
     with Faults(), pytest.raises(RuntimeError, match="another fault registry is open"):
         Faults().open()
-    closed = Faults()
+    never_opened = Faults()
     with pytest.raises(RuntimeError, match="not open"):
-        closed.inject("x", error=ConnectionError)
+        never_opened.inject("x", error=ConnectionError)
+    with Faults() as used:
+        pass
+    with pytest.raises(RuntimeError, match="was closed; make a new one"):
+        used.open()
 
 
 def test_registration_errors(faults: Faults) -> None:

@@ -90,7 +90,8 @@ class Faults:
 
     ``seed=0`` seeds the faults given no ``seed`` of their own: the n-th fault
     registered gets ``seed + n``, so a test replays the same way every run.
-    Only one registry is open at a time.
+    Only one registry is open at a time, and a closed one stays closed (the
+    counts remain readable): make a new one to inject again.
     """
 
     def __init__(self, *, seed: int = 0) -> None:
@@ -104,6 +105,7 @@ class Faults:
         self._made = 0
         self._making = False
         self._open = False
+        self._closed = False
         self._previous_hook: Callable[[Policy], None] | None = None
 
     # -- lifetime -----------------------------------------------------------
@@ -113,6 +115,8 @@ class Faults:
         global _active
         if self._open:
             return
+        if self._closed:
+            raise RuntimeError("Faults: this registry was closed; make a new one")
         if _active is not None:
             raise RuntimeError(
                 "Faults: another fault registry is open; use that one (in a test, "
@@ -129,6 +133,7 @@ class Faults:
         if not self._open:
             return
         self._open = False
+        self._closed = True
         for policy in list(self._armed):
             policy._fault = None
         self._armed = weakref.WeakSet()
