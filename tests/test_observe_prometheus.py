@@ -90,7 +90,7 @@ class StubBreaker(Policy):
 def test_call_events_become_outcome_counts_durations_and_error_types(
     registry: CollectorRegistry, observer: PrometheusObserver
 ) -> None:
-    """CallFinished counts by outcome (a slow success is 'slow'), times the call, names errors."""
+    """CallFinished counts by outcome (a slow success is 'slow'), times it, names its error type."""
     cb = "circuit_breaker"
     observer(CallFinished(cb, "db", "success", 0.2))
     observer(CallFinished(cb, "db", "success", 7.0, slow=True))
@@ -107,6 +107,7 @@ def test_call_events_become_outcome_counts_durations_and_error_types(
     errors = "resilient_call_errors_total"
     assert value(registry, errors, kind=cb, name="db", error="ConnectionError") == 1.0
     assert value(registry, errors, kind=cb, name="db", error="KeyError") == 1.0
+    assert value(registry, errors, kind=cb, name="db", error="CancelledError") is None
 
 
 def test_other_events_feed_their_counters(

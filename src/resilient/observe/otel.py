@@ -162,7 +162,8 @@ class OpenTelemetryObserver:
         attrs = {KIND: e.kind, NAME: e.name}
         self._calls.add(1, {**attrs, "resilient.outcome": outcome})
         self._duration.record(e.duration, attrs)
-        if e.error is not None:
+        # A cancellation is no error (its "error" is CancelledError or Cancelled).
+        if e.error is not None and e.outcome != "cancelled":
             self._errors.add(1, {**attrs, ERROR: e.error})
 
     def _rejected(self, e: CallRejected) -> None:

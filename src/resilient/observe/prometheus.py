@@ -79,7 +79,7 @@ METRICS: tuple[MetricInfo, ...] = (
         "resilient_call_errors_total",
         "counter",
         ("kind", "name", "error"),
-        "Calls that ended with an exception, by the exception's type name.",
+        "Calls that ended with an exception (not a cancellation), by its type name.",
     ),
     MetricInfo(
         "resilient_call_duration_seconds",
@@ -232,7 +232,8 @@ class PrometheusObserver:
         outcome = "slow" if e.outcome == "success" and e.slow else e.outcome
         self._calls(e.kind, e.name, outcome).inc()
         self._duration(e.kind, e.name).observe(e.duration)
-        if e.error is not None:
+        # A cancellation is no error (its "error" is CancelledError or Cancelled).
+        if e.error is not None and e.outcome != "cancelled":
             self._errors(e.kind, e.name, e.error).inc()
 
     def _rejected(self, e: CallRejected) -> None:
