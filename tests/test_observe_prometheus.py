@@ -671,3 +671,84 @@ async def test_a_scrape_from_another_thread_reads_the_breaker(registry: Collecto
     text = (await anyio.to_thread.run_sync(generate_latest, registry)).decode()
     assert 'resilient_circuit_breaker_state{name="thr-db"} 1.0' in text
     assert 'resilient_circuit_breaker_failure_rate{name="thr-db"} 1.0' in text
+
+
+# -- every event, counted as a plain model counts it -----------------------------------------
+
+names = st.sampled_from(["a", "b"])
+errors = st.one_of(st.none(), st.sampled_from(["ConnectionError", "KeyError"]))
+any_event = st.one_of(
+    st.builds(
+        CallFinished,
+        st.sampled_from(["circuit_breaker", "bulkhead"]),
+        names,
+        st.sampled_from(["success", "failure", "ignored", "cancelled"]),
+        st.floats(0, 100),
+        st.booleans(),
+        errors,
+    ),
+    st.builds(CallRejected, st.sampled_from(["circuit_breaker", "bulkhead"]), names, names),
+    st.builds(StateChanged, st.just("circuit_breaker"), names, names, names),
+    st.builds(RetryScheduled, st.just("retry"), names, st.integers(1, 5), st.floats(0, 9), errors),
+    st.builds(
+        RetryGaveUp,
+        st.just("retry"),
+        names,
+        st.integers(1, 5),
+        st.floats(0, 9),
+        st.sampled_from(["attempts", "deadline", "retry_after"]),
+        errors,
+    ),
+    st.builds(TimedOut, st.just("timeout"), names, st.floats(0.1, 9)),
+    st.builds(FallbackUsed, st.sampled_from(["fallback", "fallback_chain"]), names, names, errors),
+)
+
+
+def model_counts(events: list[Any]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """What each counter must read after ``events``, written out event by event."""
+    counts: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+
+    def inc(metric: str, **labels: str) -> None:
+        key = (metric, frozenset(labels.items()))
+        counts[key] = counts.get(key, 0.0) + 1
+
+    for e in events:
+        if isinstance(e, CallFinished):
+            outcome = "slow" if (e.outcome, e.slow) == ("success", True) else e.outcome
+            inc("resilient_calls_total", kind=e.kind, name=e.name, outcome=outcome)
+            inc("resilient_call_duration_seconds_count", kind=e.kind, name=e.name)
+            if e.error is not None and e.outcome != "cancelled":
+                inc("resilient_call_errors_total", kind=e.kind, name=e.name, error=e.error)
+        elif isinstance(e, CallRejected):
+            inc("resilient_calls_total", kind=e.kind, name=e.name, outcome="rejected")
+            inc("resilient_rejections_total", kind=e.kind, name=e.name, reason=e.reason)
+        elif isinstance(e, StateChanged):
+            inc("resilient_circuit_breaker_transitions_total", name=e.name, from_state=e.old,
+                to_state=e.new)  # fmt: skip
+        elif isinstance(e, RetryScheduled):
+            inc("resilient_retries_total", name=e.name, error=e.error or "result")
+        elif isinstance(e, RetryGaveUp):
+            inc("resilient_retry_give_ups_total", name=e.name, reason=e.reason)
+        elif isinstance(e, TimedOut):
+            inc("resilient_calls_total", kind=e.kind, name=e.name, outcome="timeout")
+            inc("resilient_call_errors_total", kind=e.kind, name=e.name, error="TimeoutExceeded")
+        elif isinstance(e, FallbackUsed):
+            inc("resilient_calls_total", kind=e.kind, name=e.name, outcome="fallback")
+            inc("resilient_fallbacks_total", kind=e.kind, name=e.name, strategy=e.strategy)
+    return counts
+
+
+@given(st.lists(any_event, max_size=40))
+def test_every_counter_matches_a_model_of_the_events(events: list[Any]) -> None:
+    """For any sequence of events, every counter sample equals the model's count, none extra."""
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    for event in events:
+        observer(event)
+    got = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name.endswith(("_total", "_count"))
+    }
+    assert got == model_counts(events)
