@@ -9,14 +9,17 @@ import sys
 
 import anyio
 
-from .app import open_bot
 from .config import Settings
 
 log = logging.getLogger("examples.telegram_bot")
 
+MISSING = "error: the bot needs the 'bot' extra ({name} is not installed): pip install -e '.[bot]'"
+
 
 async def run_bot(settings: Settings) -> None:
     """Poll until SIGTERM or SIGINT, then stop cleanly (everything opened is closed)."""
+    from .app import open_bot
+
     async with open_bot(settings) as app, anyio.create_task_group() as tg:
         tg.start_soon(app.run)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -32,10 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="run the bot (configured from the environment)")
     sub.add_parser("demo", help="run the offline demo", add_help=False)
     args, rest = parser.parse_known_args(argv)
+    try:
+        from . import app, demo
+    except ModuleNotFoundError as exc:
+        print(MISSING.format(name=exc.name), file=sys.stderr)
+        return 2
+    del app
     if args.command == "demo":
-        from .demo import main as demo_main
-
-        return demo_main(rest)
+        return demo.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(

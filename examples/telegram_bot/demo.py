@@ -27,6 +27,7 @@ import argparse
 import logging
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import redis.asyncio
 
 from resilient import CircuitState
 
@@ -125,6 +127,8 @@ class Demo:
         self.out = Outcome(chats)
         self.progress = Progress(api, chats * PER_CHAT + 2)
         self.app: BotApp | None = None
+        # A fresh key prefix per run: a Redis store must not offer last run's outbox.
+        self.prefix = f"tgbot-demo-{uuid.uuid4().hex[:12]}:"
         self.restarted_at = 0.0
 
     async def say(self, chat_id: int, text: str) -> str:
@@ -144,7 +148,9 @@ class Demo:
 
         async def run() -> None:
             with scope:
-                async with open_bot(self.settings, stats=self.stats, tools=self.tools) as app:
+                async with open_bot(
+                    self.settings, stats=self.stats, tools=self.tools, store_prefix=self.prefix
+                ) as app:
                     self.app = app
                     await app.run()
 
@@ -382,8 +388,23 @@ async def run_demo(
             timings=timings,
         )
         demo = Demo(api, llm, settings, chats, tool_latency)
-        await demo.play()
+        try:
+            await demo.play()
+        finally:
+            if url.startswith(("redis://", "rediss://")):
+                await _drop_keys(url, demo.prefix)
         return demo
+
+
+async def _drop_keys(url: str, prefix: str) -> None:
+    """Delete the demo's keys from Redis."""
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
