@@ -8,8 +8,11 @@ from ._clock import (
     run,
     virtual_backend_options,
 )
+from .faults import EventLog, Faults
 
 __all__ = [
+    "EventLog",
+    "Faults",
     "VirtualClock",
     "VirtualTimeEventLoop",
     "current_clock",
