@@ -752,3 +752,19 @@ def test_every_counter_matches_a_model_of_the_events(events: list[Any]) -> None:
         if s.name.endswith(("_total", "_count"))
     }
     assert got == model_counts(events)
+
+
+def test_default_registry_is_the_global_one_and_unregister_cleans_up() -> None:
+    """registry=None registers on prometheus-client's REGISTRY; unregister() takes it all off."""
+    from prometheus_client import REGISTRY
+
+    observer = PrometheusObserver()
+    try:
+        assert observer.registry is REGISTRY
+        observer(CallRejected("bulkhead", "glob-reg", "max_wait"))
+        labels = {"kind": "bulkhead", "name": "glob-reg", "outcome": "rejected"}
+        assert REGISTRY.get_sample_value("resilient_calls_total", labels) == 1
+    finally:
+        observer.unregister()
+    assert REGISTRY.get_sample_value("resilient_calls_total", labels) is None
+    PrometheusObserver().unregister()  # the names are free again

@@ -163,16 +163,16 @@ _INFO = {m.name: m for m in METRICS}
 class _Labelled:
     """A metric plus a cache of its label children (``labels()`` validates on every call)."""
 
-    __slots__ = ("_children", "_metric")
+    __slots__ = ("_children", "metric")
 
     def __init__(self, metric: Any) -> None:
-        self._metric = metric
+        self.metric = metric
         self._children: dict[tuple[str, ...], Any] = {}
 
     def __call__(self, *labels: str) -> Any:
         child = self._children.get(labels)
         if child is None:
-            child = self._children[labels] = self._metric.labels(*labels)
+            child = self._children[labels] = self.metric.labels(*labels)
         return child
 
 
@@ -220,7 +220,23 @@ class PrometheusObserver:
             TimedOut: self._timed_out,
             FallbackUsed: self._fallback,
         }
-        reg.register(_LiveCollector(self))
+        self._live = _LiveCollector(self)
+        reg.register(self._live)
+
+    def unregister(self) -> None:
+        """Take every metric of this observer off its registry (detach the observer too)."""
+        for labelled in (
+            self._calls,
+            self._errors,
+            self._duration,
+            self._rejections,
+            self._transitions,
+            self._retries,
+            self._give_ups,
+            self._fallbacks,
+        ):
+            self.registry.unregister(labelled.metric)
+        self.registry.unregister(self._live)
 
     def __call__(self, event: Event) -> None:
         """Count one event (events this observer has no metric for are ignored)."""
