@@ -374,6 +374,13 @@ def test_docs_document_every_metric_and_label() -> None:
     assert "prometheus-alerts.yaml" in text
 
 
+def test_docs_show_the_rules_file_as_it_is() -> None:
+    """The alert rules shown on the docs page are the shipped file, word for word."""
+    shown = re.search(r"```yaml\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    assert shown is not None
+    assert shown.group(1) == RULES.read_text()
+
+
 PROMTOOL = shutil.which("promtool")
 
 
@@ -405,6 +412,8 @@ def promtool_tests() -> dict[str, Any]:
     inputs = [
         series("resilient_circuit_breaker_state", "0 0 1x10", name="db"),
         series("resilient_circuit_breaker_state", "3x12", name="forced"),
+        series("resilient_circuit_breaker_state", "0 1 1 2 1 1 2 1 1 2 1 1", name="flapping"),
+        series("resilient_circuit_breaker_state", "0 1 1 0 1 1 0 1 1 0 1 1", name="recovering"),
         series("resilient_calls_total", "0+90x60", outcome="success", **cb),
         series("resilient_calls_total", "0+10x60", outcome="failure", **cb),
         series("resilient_calls_total", "0+500x60", outcome="rejected", **cb),
@@ -416,14 +425,27 @@ def promtool_tests() -> dict[str, Any]:
     ]
     checks = [
         {"eval_time": "1m", "alertname": "ResilientCircuitBreakerOpen", "exp_alerts": []},
-        alert(
-            "ResilientCircuitBreakerOpen",
-            "3m",
-            {"severity": "critical", "name": "db"},
-            "Circuit breaker db is open",
-            "Breaker db on a has been open for more than a minute: "
-            "calls to its dependency are being rejected.",
-        ),
+        {
+            "eval_time": "2m45s",
+            "alertname": "ResilientCircuitBreakerOpen",
+            "exp_alerts": [
+                {
+                    "exp_labels": {
+                        "severity": "critical",
+                        "job": "app",
+                        "instance": "a",
+                        "name": breaker,
+                    },
+                    "exp_annotations": {
+                        "summary": f"Circuit breaker {breaker} is open",
+                        "description": f"Breaker {breaker} on a has been open (or half-open, "
+                        "trying) for more than a minute: calls to its dependency are being "
+                        "rejected.",
+                    },
+                }
+                for breaker in ("db", "flapping")
+            ],
+        },
         alert(
             "ResilientHighErrorRate",
             "12m",
@@ -457,7 +479,7 @@ def promtool_tests() -> dict[str, Any]:
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) not installed")
 def test_promtool_rules_fire_on_the_metric_shapes_we_export(tmp_path: Path) -> None:
-    """promtool test rules: each alert fires on series shaped like ours, forced-open does not."""
+    """promtool test rules: each alert fires on series like ours; forced open, recovering: not."""
     tests = tmp_path / "alerts-test.yaml"
     tests.write_text(yaml.safe_dump(promtool_tests()))
     out = subprocess.run(
