@@ -155,7 +155,7 @@ def test_illegal_transition_raises() -> None:
 
     breaker = CircuitBreaker("table")
     with pytest.raises(RuntimeError, match="illegal transition closed -> half_open"):
-        breaker._set_state(_HalfOpen(30.0))
+        breaker._set_state(_HalfOpen(breaker, 30.0))
     assert breaker.state is CircuitState.CLOSED
 
 

@@ -7,19 +7,80 @@ clock for the loop (trio's ``MockClock``, or ``resilient.testing``'s
 
 from __future__ import annotations
 
-from asyncio import _get_running_loop  # C-fast; returns None instead of raising
+import sys
+import threading
+import time
+from asyncio import (
+    BaseEventLoop,
+    _get_running_loop,  # returns None instead of raising
+)
+from collections.abc import Callable
 
 import anyio
 
-__all__ = ["now"]
+__all__ = ["clock", "now"]
+
+# BaseEventLoop.time() is ``return time.monotonic()``: for a loop that keeps
+# it, calling time.monotonic directly reads the very same clock, one Python
+# frame cheaper. Loops that override time() (virtual clocks, uvloop) are
+# called through their own method.
+_BASE_TIME = BaseEventLoop.time
+_monotonic = time.monotonic
+_get_ident = threading.get_ident
+
+# Finding the running loop is the costly part of reading its clock: on
+# Python 3.11 asyncio's _get_running_loop() makes a getpid() system call,
+# about as costly as the rest of a breaker's bookkeeping. So the last asyncio
+# loop found is remembered with its clock, as one tuple (read atomically, so
+# threads running loops of their own never mix one's loop with another's
+# clock). It is still the running loop exactly when its _thread_id is this
+# thread's: a BaseEventLoop sets that attribute when it starts running and
+# clears it when it stops, and a thread runs at most one loop at a time. The
+# remembered loop stays referenced until another one replaces it.
+_last: tuple[BaseEventLoop | None, Callable[[], float]] = (None, _monotonic)
 
 
 def now() -> float:
-    """The running loop's clock in seconds (asyncio fast path, else anyio)."""
+    """The running loop's clock in seconds (asyncio fast path, else trio, else anyio)."""
+    loop, read = _last
+    if loop is not None and loop._thread_id == _get_ident():  # type: ignore[attr-defined]
+        return read()
+    return _find_clock()()
+
+
+def clock() -> Callable[[], float]:
+    """The running loop's clock as a function, to read it more than once per lookup.
+
+    A call that needs the time at its start and at its end looks the clock up
+    once. The function stays valid while the same loop runs, e.g. for the
+    duration of one call.
+    """
+    loop, read = _last
+    if loop is not None and loop._thread_id == _get_ident():  # type: ignore[attr-defined]
+        return read
+    return _find_clock()
+
+
+def _find_clock() -> Callable[[], float]:
+    global _last
     loop = _get_running_loop()
-    if loop is not None:
-        return loop.time()
-    return anyio.current_time()
+    if loop is None:
+        return _other_clock()
+    read = _monotonic if type(loop).time is _BASE_TIME else loop.time
+    if isinstance(loop, BaseEventLoop):  # has _thread_id, with the meaning above
+        _last = (loop, read)
+    return read
+
+
+def _other_clock() -> Callable[[], float]:
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            # What anyio's trio backend reads, without the backend lookup.
+            return trio.lowlevel.current_clock().current_time  # type: ignore[no-any-return]
+        except RuntimeError:  # not inside trio.run
+            pass
+    return anyio.current_time
 
 
 def now_or_none() -> float | None:

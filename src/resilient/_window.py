@@ -24,6 +24,8 @@ __all__ = ["CountWindow", "TimeWindow", "Window"]
 # A TimeWindow keeps ceil(seconds / bucket) + 1 buckets; beyond this many, the
 # configuration is a mistake (a day in millisecond buckets), not a window.
 _MAX_BUCKETS = 100_000
+# A CountWindow slot that holds no outcome yet.
+_EMPTY_SLOT = b"\x04"
 # Below any bucket index a clock can produce: an empty TimeWindow's head.
 _NO_BUCKET = -(2**63)
 
@@ -33,20 +35,21 @@ class CountWindow:
     """The last ``size`` calls (default 100): a ring buffer with running totals.
 
     Algorithm: a ``bytearray`` of ``size`` outcome codes (bit 0 failed, bit 1
-    slow) and a write position. Recording a call overwrites the oldest code
-    once the ring is full, subtracting it from the totals first.
+    slow; 4 for a slot never written) and a write position. Recording a call
+    overwrites the oldest code, first subtracting it from the totals.
 
-    Cost: ``record`` is O(1) (a few integer operations); reading ``calls``,
-    ``failed`` and ``slow`` is O(1); memory is ``size`` bytes plus a small
-    fixed object. The breaker's ``minimum_calls`` is capped at ``size``, as a
-    full ring is all the evidence this window can hold.
+    Cost: ``record`` is O(1) (a few integer operations; a success replacing a
+    success touches no total); reading ``calls``, ``failed`` and ``slow`` is
+    O(1); memory is ``size`` bytes plus a small fixed object. The breaker's
+    ``minimum_calls`` is capped at ``size``, as a full ring is all the
+    evidence this window can hold.
     """
 
     __slots__ = ("_pos", "_ring", "calls", "failed", "size", "slow")
 
     def __init__(self, size: int = 100) -> None:
         self.size = check_int("CountWindow", "size", size, minimum=1)
-        self._ring = bytearray(size)
+        self._ring = bytearray(_EMPTY_SLOT * size)
         self._pos = 0
         self.calls = 0
         self.failed = 0
@@ -61,40 +64,46 @@ class CountWindow:
         """A new, empty window of the same size."""
         return CountWindow(self.size)
 
-    def record(self, failed: bool, slow: bool, now: float | None) -> None:
-        """Add one outcome; ``now`` is not needed by a count window."""
+    def record(self, failed: bool, slow: bool, now: float | None) -> bool:
+        """Add one outcome (``now`` is not needed here).
+
+        Returns whether a rate may have risen: only a failed or slow outcome
+        can raise one in a count window (evicting an outcome only lowers them,
+        and a growing window is the caller's to check against its minimum).
+        """
         ring = self._ring
         pos = self._pos
-        if self.calls == self.size:
-            old = ring[pos]
-            if old:  # evict the oldest outcome from the totals
+        old = ring[pos]
+        if old:  # evict the outcome in this slot, or fill a slot never written
+            if old == 4:
+                self.calls += 1
+            else:
                 if old & 1:
                     self.failed -= 1
                 if old & 2:
                     self.slow -= 1
-        else:
-            self.calls += 1
-        if failed:
-            self.failed += 1
+        following = pos + 1
+        self._pos = 0 if following == self.size else following
+        if failed or slow:
+            code = 0
+            if failed:
+                self.failed += 1
+                code = 1
             if slow:
                 self.slow += 1
-                ring[pos] = 3
-            else:
-                ring[pos] = 1
-        elif slow:
-            self.slow += 1
-            ring[pos] = 2
-        else:
+                code |= 2
+            ring[pos] = code
+            return True
+        if old:
             ring[pos] = 0
-        pos += 1
-        self._pos = 0 if pos == self.size else pos
+        return False
 
     def expire(self, now: float) -> None:
         """Nothing expires in a count window."""
 
     def clear(self) -> None:
         """Forget every outcome."""
-        self._ring = bytearray(self.size)
+        self._ring = bytearray(_EMPTY_SLOT * self.size)
         self._pos = self.calls = self.failed = self.slow = 0
 
     def __repr__(self) -> str:
@@ -132,6 +141,7 @@ class TimeWindow:
         "_base_failed",
         "_base_slow",
         "_calls",
+        "_dropped",
         "_failed",
         "_head",
         "_next",
@@ -166,6 +176,7 @@ class TimeWindow:
         self._head = _NO_BUCKET
         self._tail = 0
         self._next = -math.inf  # the clock reading at which the next roll is due
+        self._dropped = False  # expiry removed outcomes since the last record
 
     @property
     def capacity(self) -> int | None:
@@ -176,15 +187,27 @@ class TimeWindow:
         """A new, empty window of the same span and bucket."""
         return TimeWindow(self.seconds, self.bucket)
 
-    def record(self, failed: bool, slow: bool, now: float | None) -> None:
-        """Add one outcome of a call that ended at ``now`` (the loop clock)."""
+    def record(self, failed: bool, slow: bool, now: float | None) -> bool:
+        """Add one outcome of a call that ended at ``now`` (the loop clock).
+
+        Returns whether a rate may have risen since the previous record: a
+        failed or slow outcome was added, or expiry dropped outcomes (which
+        can leave the failures behind). A growing window is the caller's to
+        check against its minimum.
+        """
         if now is None or now >= self._next:
             self._roll(now)
         self.calls += 1
-        if failed:
-            self.failed += 1
-        if slow:
-            self.slow += 1
+        if failed or slow:
+            if failed:
+                self.failed += 1
+            if slow:
+                self.slow += 1
+            return True
+        if self._dropped:
+            self._dropped = False
+            return True
+        return False
 
     def expire(self, now: float) -> None:
         """Drop the buckets that have expired at ``now``."""
@@ -231,6 +254,8 @@ class TimeWindow:
             self._base_failed -= f
             self._base_slow -= s
             self._calls[slot] = self._failed[slot] = self._slow[slot] = 0
+            if c:
+                self._dropped = True
             tail += 1
         self._tail = tail
         # Next roll: when the filling bucket closes, or the oldest stored one expires.
@@ -248,6 +273,7 @@ class TimeWindow:
         self._head = _NO_BUCKET
         self._tail = 0
         self._next = -math.inf
+        self._dropped = False
 
     def __repr__(self) -> str:
         return f"TimeWindow({self.seconds!r}, bucket={self.bucket!r})"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, ParamSpec, Protocol, TypeVar, final
@@ -43,6 +44,7 @@ from typing import Any, ClassVar, NoReturn, ParamSpec, Protocol, TypeVar, final
 from . import _time
 from ._events import CallFinished, CallRejected, Observer, Outcome, StateChanged
 from ._policy import Policy
+from ._time import clock as _clock
 from ._time import now as _now
 from ._validate import (
     ExceptionFilter,
@@ -128,22 +130,65 @@ _Rejection = tuple[str, float | None]  # (reason, retry_after)
 _FaultHook = Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]
 
 
-class _State:
-    """One period of the breaker in one state: the interface every state implements."""
+class _OpenMessage(tuple[str, float | None]):
+    """A ``CircuitOpenError``'s message, formatted only when someone reads it.
 
-    __slots__ = ("counts",)
+    Formatting the message (``retry_after`` to three decimals) is most of the
+    cost of a rejection, and most rejections are counted, not read.
+    :func:`_open_error` builds the same error as ``CircuitOpenError(name,
+    retry_after)`` (same ``str``, ``repr``, attributes and pickling) with this
+    as its one argument; a test pins the equivalence. A tuple of ``(name,
+    retry_after)``, so that building one runs no Python code.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return str(CircuitOpenError(self[0], self[1]))
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __eq__(self, other: object) -> bool:
+        return str(self) == other
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+_new_error = CircuitOpenError.__new__
+_new_tuple = tuple.__new__
+
+
+def _open_error(name: str, retry_after: float | None) -> CircuitOpenError:
+    """``CircuitOpenError(name, retry_after)``, with its message formatted lazily."""
+    exc = _new_error(CircuitOpenError)
+    exc.name = name
+    exc.retry_after = retry_after
+    exc.args = (_new_tuple(_OpenMessage, (name, retry_after)),)
+    return exc
+
+
+class _State:
+    """One period of the breaker in one state: the interface every state implements.
+
+    ``b`` is the breaker; ``counts`` what its metrics show in this state.
+    """
+
+    __slots__ = ("b", "counts")
     kind: ClassVar[CircuitState]
+    b: CircuitBreaker
     counts: _Counts
 
-    def tick(self, b: CircuitBreaker, now: float) -> _State | None:
+    def tick(self, now: float) -> _State | None:
         """The state the clock has moved this one to at ``now``, if any."""
         return None
 
-    def admit(self, b: CircuitBreaker, now: float) -> _Rejection | None:
+    def admit(self, now: float) -> _Rejection | None:
         """Admit a call (``None``) or say why not; takes any permit it needs."""
         return None
 
-    def record(self, b: CircuitBreaker, failed: bool, slow: bool, now: float | None) -> None:
+    def record(self, failed: bool, slow: bool, now: float | None) -> None:
         """Take the outcome of a call this state admitted (``now``: its end, if read)."""
 
     def release(self) -> None:
@@ -152,33 +197,75 @@ class _State:
 
 @final
 class _Closed(_State):
-    """Calls run; each outcome goes into the window and the rates are evaluated."""
+    """Calls run; each outcome goes into the window and the rates are evaluated.
 
-    __slots__ = ("consecutive",)
+    The options the hot path needs are copied in, one attribute away.
+    """
+
+    __slots__ = (
+        "consecutive",
+        "failure_if",
+        "failure_rate_threshold",
+        "limit",
+        "minimum",
+        "slow_call_rate_threshold",
+        "time_window",
+        "window",
+    )
     kind = CLOSED
 
     def __init__(self, b: CircuitBreaker) -> None:
-        b._window.clear()  # every CLOSED period starts with a fresh window
-        self.counts = b._window
-        self.consecutive = 0  # recorded failures in a row in this period
-
-    def record(self, b: CircuitBreaker, failed: bool, slow: bool, now: float | None) -> None:
+        self.b = b
         window = b._window
-        window.record(failed, slow, now)
+        window.clear()  # every CLOSED period starts with a fresh window
+        self.window = self.counts = window
+        self.time_window = type(window) is TimeWindow  # needs the time of each outcome
+        self.consecutive = 0  # recorded failures in a row in this period
+        self.limit = b.consecutive_failures or sys.maxsize
+        self.minimum = b._minimum
+        self.failure_rate_threshold = b.failure_rate_threshold
+        self.slow_call_rate_threshold = b.slow_call_rate_threshold
+        self.failure_if = b._failure_if
+
+    def record(self, failed: bool, slow: bool, now: float | None) -> None:
+        # The fast path in CircuitBreaker.__call__ and .call inlines this method.
+        window = self.window
+        # Evaluate when a rate may have risen, or the window just reached its
+        # minimum; otherwise the last evaluation (below both thresholds) holds.
+        if window.record(failed, slow, now) or window.calls == self.minimum:
+            self.evaluate(failed, now)
+        else:
+            self.consecutive = 0  # a success (not slow) breaks a run of failures
+
+    def evaluate(self, failed: bool, now: float | None) -> None:
+        """After a record: count the run of failures, open if a limit is reached."""
+        window = self.window
         if failed:
             self.consecutive += 1
-            limit = b.consecutive_failures
-            if limit is not None and self.consecutive >= limit:
-                b._set_state(_Open(b, now, b.open_duration, window))
+            if self.consecutive >= self.limit:
+                self.b._trip(now, window)
                 return
         else:
             self.consecutive = 0
         calls = window.calls
-        if calls >= b._minimum and (
-            window.failed / calls >= b.failure_rate_threshold
-            or window.slow / calls >= b.slow_call_rate_threshold
+        if calls >= self.minimum and (
+            window.failed / calls >= self.failure_rate_threshold
+            or window.slow / calls >= self.slow_call_rate_threshold
         ):
-            b._set_state(_Open(b, now, b.open_duration, window))
+            self.b._trip(now, window)
+
+    def on_error(self, exc: Exception, read: Callable[[], float] | None, start: float) -> None:
+        """Record an exception raised in the CLOSED fast path (``read``: its clock, if timed)."""
+        outcome = self.b._classify(exc)
+        if outcome == "ignored":
+            return
+        if read is not None:
+            end: float | None = read()
+            slow = end - start > self.b.slow_call_duration  # type: ignore[operator]
+        else:
+            end = _now() if self.time_window else None
+            slow = False
+        self.record(outcome == "failure", slow, end)
 
 
 @final
@@ -190,19 +277,20 @@ class _Open(_State):
 
     def __init__(
         self, b: CircuitBreaker, opened_at: float | None, duration: float, counts: _Counts
-    ):
+    ) -> None:
         if opened_at is None:  # a count-window breaker that never read the clock
             opened_at = _now()
+        self.b = b
         self.duration = duration
         self.until = opened_at + duration
         self.counts = counts
 
-    def tick(self, b: CircuitBreaker, now: float) -> _State | None:
+    def tick(self, now: float) -> _State | None:
         if now >= self.until:
-            return _HalfOpen(self.duration)
+            return _HalfOpen(self.b, self.duration)
         return None
 
-    def admit(self, b: CircuitBreaker, now: float) -> _Rejection | None:
+    def admit(self, now: float) -> _Rejection | None:
         return "open", self.until - now
 
 
@@ -216,7 +304,8 @@ class _HalfOpen(_State):
     __slots__ = ("calls", "deadline", "duration", "failed", "slow", "taken")
     kind = HALF_OPEN
 
-    def __init__(self, duration: float) -> None:
+    def __init__(self, b: CircuitBreaker, duration: float) -> None:
+        self.b = b
         self.counts = self
         self.duration = duration  # the open duration that led here, for backoff
         self.taken = 0  # permits out: trials running or recorded
@@ -226,13 +315,15 @@ class _HalfOpen(_State):
     def expire(self, now: float) -> None:
         """Trials do not expire."""
 
-    def tick(self, b: CircuitBreaker, now: float) -> _State | None:
+    def tick(self, now: float) -> _State | None:
         if self.deadline is not None and now >= self.deadline:
             # Trials ran too long: re-open as of the deadline; they are stale now.
+            b = self.b
             return _Open(b, self.deadline, b._backed_off(self.duration), self)
         return None
 
-    def admit(self, b: CircuitBreaker, now: float) -> _Rejection | None:
+    def admit(self, now: float) -> _Rejection | None:
+        b = self.b
         if self.taken >= b.half_open_max_calls:
             return "half_open_full", None
         self.taken += 1
@@ -240,12 +331,13 @@ class _HalfOpen(_State):
             self.deadline = now + b._half_open_max_duration
         return None
 
-    def record(self, b: CircuitBreaker, failed: bool, slow: bool, now: float | None) -> None:
+    def record(self, failed: bool, slow: bool, now: float | None) -> None:
         self.calls += 1
         if failed:
             self.failed += 1
         if slow:
             self.slow += 1
+        b = self.b
         n = self.calls
         if n < b.half_open_max_calls:
             return
@@ -268,10 +360,11 @@ class _ForcedOpen(_State):
     __slots__ = ()
     kind = FORCED_OPEN
 
-    def __init__(self, counts: _Counts) -> None:
+    def __init__(self, b: CircuitBreaker, counts: _Counts) -> None:
+        self.b = b
         self.counts = counts
 
-    def admit(self, b: CircuitBreaker, now: float) -> _Rejection | None:
+    def admit(self, now: float) -> _Rejection | None:
         return "forced_open", None
 
 
@@ -282,7 +375,8 @@ class _Disabled(_State):
     __slots__ = ()
     kind = DISABLED
 
-    def __init__(self, counts: _Counts) -> None:
+    def __init__(self, b: CircuitBreaker, counts: _Counts) -> None:
+        self.b = b
         self.counts = counts
 
 
@@ -326,12 +420,12 @@ class CircuitBreaker(Policy):
     """
 
     __slots__ = (
-        "_clock_at_end",
         "_failure_if",
         "_failure_on",
         "_fault_",
         "_half_open_max_duration",
         "_hot",
+        "_hot_open",
         "_ignore",
         "_label",
         "_listeners_",
@@ -432,12 +526,11 @@ class CircuitBreaker(Policy):
         if store is not None:
             raise ValueError(f"{owner}: store: shared stores are not available yet, got {store!r}")
         self._window: Window = window.fresh()
-        # The CLOSED fast path reads the clock at a call's end only when needed.
-        self._clock_at_end = self.slow_call_duration is not None or isinstance(window, TimeWindow)
         self._not_permitted = 0
         self._fault_: _FaultHook | None = None
         self._listeners_: tuple[Observer, ...] = ()
         self._hot: _Closed | None = None
+        self._hot_open: _Open | None = None
         self._state: _State = _Closed(self)
         # Last: the base registers the breaker and may hand it to hooks.
         super().__init__(name, tuple(observers))
@@ -471,10 +564,9 @@ class CircuitBreaker(Policy):
 
     def _refresh_hot(self) -> None:
         state = getattr(self, "_state", None)
-        if type(state) is _Closed and self._fault_ is None and not self._listeners_:
-            self._hot = state
-        else:
-            self._hot = None
+        quiet = self._fault_ is None and not self._listeners_
+        self._hot = state if quiet and type(state) is _Closed else None
+        self._hot_open = state if quiet and type(state) is _Open else None
 
     # -- state machine plumbing ----------------------------------------------------
 
@@ -491,10 +583,14 @@ class CircuitBreaker(Policy):
     def _advance(self, now: float) -> _State:
         """Apply the transitions the clock has made due by ``now``; the current state."""
         state = self._state
-        while (new := state.tick(self, now)) is not None:
+        while (new := state.tick(now)) is not None:
             self._set_state(new)
             state = new
         return state
+
+    def _trip(self, now: float | None, counts: _Counts) -> None:
+        """CLOSED -> OPEN for ``open_duration``, as of ``now``."""
+        self._set_state(_Open(self, now, self.open_duration, counts))
 
     def _backed_off(self, duration: float) -> float:
         """The open duration after a re-open from HALF_OPEN."""
@@ -508,75 +604,89 @@ class CircuitBreaker(Policy):
         return "failure" if matches(self._failure_on, exc) else "success"
 
     # -- calls -------------------------------------------------------------------
+    #
+    # Two paths. The fast one serves CLOSED and the rejections of OPEN while
+    # nobody listens and no fault is injected: it is written out in the
+    # decorator's wrapper and, identically, in call() (a shared helper would
+    # cost a coroutine frame per call). Everything else takes _call, which
+    # handles every state with events. Both record through the state objects.
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an ``async def`` function; the result keeps its signature.
-
-        The CLOSED fast path is inlined here (the same code as :meth:`call`)
-        to save a coroutine frame per call.
-        """
+        """Decorate an ``async def`` function; the result keeps its signature."""
         if not callable(fn):
             raise ValueError(f"{self!r} decorates an async callable, got {fn!r}")
         slow_path = self._call
-        clock = _now
-        timed = self.slow_call_duration is not None
+        sd = self.slow_call_duration
+        timed = sd is not None
+        name = self.name
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             state = self._hot
-            if state is None:
-                return await slow_path(fn, args, kwargs)
-            start = clock() if timed else 0.0
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                self._closed_error(state, exc, start)
-                raise
-            self._closed_result(state, result, start)
-            return result
+            if state is not None:  # CLOSED
+                read = None
+                start = 0.0
+                if timed:
+                    read = _clock()  # one lookup, two readings
+                    start = read()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    if self._state is state:  # else: admitted in an earlier period, stale
+                        state.on_error(exc, read, start)
+                    raise
+                # A cancellation (not an Exception) passes: CLOSED holds no permit.
+                if self._state is state:  # else: admitted in an earlier period, stale
+                    failure_if = state.failure_if
+                    failed = failure_if is not None and bool(failure_if(result))
+                    if read is not None:
+                        end = read()
+                        state.record(failed, end - start > sd, end)  # type: ignore[operator]
+                    else:
+                        state.record(failed, False, _now() if state.time_window else None)
+                return result
+            opened = self._hot_open
+            if opened is not None:  # OPEN
+                now = _now()
+                if now < opened.until:
+                    self._not_permitted += 1
+                    raise _open_error(name, opened.until - now)
+            return await slow_path(fn, args, kwargs)
 
         return wrapper
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` through the breaker."""
         state = self._hot
-        if state is None:
-            return await self._call(fn, args, kwargs)
-        # CLOSED fast path: no observers, no fault. A cancellation (not an
-        # Exception) passes untouched: CLOSED holds no permit to return.
-        start = _now() if self.slow_call_duration is not None else 0.0
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            self._closed_error(state, exc, start)
-            raise
-        self._closed_result(state, result, start)
-        return result
-
-    def _closed_result(self, state: _Closed, result: object, start: float) -> None:
-        """Record a value returned in the CLOSED fast path."""
-        if self._state is not state:
-            return  # admitted in an earlier period: stale
-        failure_if = self._failure_if
-        failed = failure_if is not None and bool(failure_if(result))
-        if self._clock_at_end:
-            end = _now()
+        if state is not None:  # CLOSED: as in __call__'s wrapper
+            read = None
+            start = 0.0
             sd = self.slow_call_duration
-            state.record(self, failed, sd is not None and end - start > sd, end)
-        else:
-            state.record(self, failed, False, None)
-
-    def _closed_error(self, state: _Closed, exc: Exception, start: float) -> None:
-        """Record an exception raised in the CLOSED fast path."""
-        outcome = self._classify(exc)
-        if outcome == "ignored" or self._state is not state:
-            return
-        if self._clock_at_end:
-            end = _now()
-            sd = self.slow_call_duration
-            state.record(self, outcome == "failure", sd is not None and end - start > sd, end)
-        else:
-            state.record(self, outcome == "failure", False, None)
+            if sd is not None:
+                read = _clock()
+                start = read()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                if self._state is state:
+                    state.on_error(exc, read, start)
+                raise
+            if self._state is state:
+                failure_if = state.failure_if
+                failed = failure_if is not None and bool(failure_if(result))
+                if read is not None:
+                    end = read()
+                    state.record(failed, end - start > sd, end)  # type: ignore[operator]
+                else:
+                    state.record(failed, False, _now() if state.time_window else None)
+            return result
+        opened = self._hot_open
+        if opened is not None:  # OPEN
+            now = _now()
+            if now < opened.until:
+                self._not_permitted += 1
+                raise _open_error(self.name, opened.until - now)
+        return await self._call(fn, args, kwargs)
 
     async def _call(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -588,7 +698,7 @@ class CircuitBreaker(Policy):
         state = self._advance(start)
         if state.kind is DISABLED:
             return await fn(*args, **kwargs)
-        rejection = state.admit(self, start)
+        rejection = state.admit(start)
         if rejection is not None:
             self._reject(*rejection)
         try:
@@ -608,7 +718,7 @@ class CircuitBreaker(Policy):
         self._not_permitted += 1
         if self._listeners_:
             self._emit(CallRejected(self.kind, self.name, reason))
-        raise CircuitOpenError(self.name, retry_after)
+        raise _open_error(self.name, retry_after)
 
     def _finish(self, state: _State, outcome: Outcome, start: float, error: str | None) -> None:
         end = _now()
@@ -621,7 +731,7 @@ class CircuitBreaker(Policy):
         if self._state is not state:
             return  # admitted in an earlier period: stale, changes nothing
         if outcome == "success" or outcome == "failure":
-            state.record(self, outcome == "failure", slow, end)
+            state.record(outcome == "failure", slow, end)
         else:
             state.release()
 
@@ -656,12 +766,12 @@ class CircuitBreaker(Policy):
     def force_open(self) -> None:
         """Reject every call (FORCED_OPEN) until :meth:`reset` or :meth:`disable`."""
         if self._state.kind is not FORCED_OPEN:
-            self._set_state(_ForcedOpen(self._state.counts))
+            self._set_state(_ForcedOpen(self, self._state.counts))
 
     def disable(self) -> None:
         """Let every call through unrecorded (DISABLED) until :meth:`reset`/:meth:`force_open`."""
         if self._state.kind is not DISABLED:
-            self._set_state(_Disabled(self._state.counts))
+            self._set_state(_Disabled(self, self._state.counts))
 
     def reset(self) -> None:
         """Back to CLOSED with an empty window; ``not_permitted_calls`` back to 0."""
