@@ -149,6 +149,22 @@ def test_breakers_do_not_share_a_window() -> None:
     assert a._window is not window
 
 
+def test_lazily_formatted_open_error_equals_the_real_one() -> None:
+    """The fast path's CircuitOpenError reads, prints and pickles like one built normally."""
+    import pickle
+
+    from resilient.breaker import _open_error
+
+    for retry_after in (12.3456, None, 0.0):
+        fast, real = _open_error("db", retry_after), CircuitOpenError("db", retry_after)
+        assert type(fast) is CircuitOpenError
+        assert (str(fast), repr(fast)) == (str(real), repr(real))
+        assert fast.args == real.args
+        assert vars(fast) == vars(real)
+        copy = pickle.loads(pickle.dumps(fast))
+        assert (type(copy), str(copy), vars(copy)) == (CircuitOpenError, str(real), vars(real))
+
+
 def test_illegal_transition_raises() -> None:
     """A transition missing from the table raises instead of happening."""
     from resilient.breaker import _HalfOpen

@@ -31,6 +31,26 @@ def test_count_window_totals_are_the_last_n_outcomes(
         assert totals(window) == (len(last), sum(f for f, _ in last), sum(s for _, s in last))
 
 
+def test_record_says_when_a_rate_may_have_risen() -> None:
+    """record() is true for a failed or slow outcome, or after expiry dropped outcomes."""
+    count = CountWindow(2)
+    assert [
+        count.record(f, s, None) for f, s in [(False, False), (True, False), (False, True)]
+    ] == [
+        False,
+        True,
+        True,
+    ]
+    assert count.record(False, False, None) is False  # evicting only lowers the rates
+    timed = TimeWindow(2.0)
+    assert timed.record(False, False, 0.0) is False
+    assert timed.record(True, False, 0.5) is True
+    assert timed.record(False, False, 1.0) is False
+    timed.expire(3.0)  # bucket 0 (the failure among them) expires
+    assert timed.record(False, False, 3.0) is True
+    assert timed.record(False, False, 3.5) is False
+
+
 def test_count_window_clear_and_fresh() -> None:
     """``clear`` empties the window; ``fresh`` is a new empty window of the same size."""
     window = CountWindow(3)

@@ -202,29 +202,18 @@ class _Closed(_State):
     The options the hot path needs are copied in, one attribute away.
     """
 
-    __slots__ = (
-        "consecutive",
-        "failure_if",
-        "failure_rate_threshold",
-        "limit",
-        "minimum",
-        "slow_call_rate_threshold",
-        "time_window",
-        "window",
-    )
+    __slots__ = ("consecutive", "failure_if", "minimum", "time_window", "window")
     kind = CLOSED
 
     def __init__(self, b: CircuitBreaker) -> None:
         self.b = b
         window = b._window
-        window.clear()  # every CLOSED period starts with a fresh window
+        if window.calls:
+            window.clear()  # every CLOSED period starts with a fresh window
         self.window = self.counts = window
         self.time_window = type(window) is TimeWindow  # needs the time of each outcome
         self.consecutive = 0  # recorded failures in a row in this period
-        self.limit = b.consecutive_failures or sys.maxsize
         self.minimum = b._minimum
-        self.failure_rate_threshold = b.failure_rate_threshold
-        self.slow_call_rate_threshold = b.slow_call_rate_threshold
         self.failure_if = b._failure_if
 
     def record(self, failed: bool, slow: bool, now: float | None) -> None:
@@ -240,19 +229,20 @@ class _Closed(_State):
     def evaluate(self, failed: bool, now: float | None) -> None:
         """After a record: count the run of failures, open if a limit is reached."""
         window = self.window
+        b = self.b
         if failed:
             self.consecutive += 1
-            if self.consecutive >= self.limit:
-                self.b._trip(now, window)
+            if self.consecutive >= b._consecutive_limit:
+                b._trip(now, window)
                 return
         else:
             self.consecutive = 0
         calls = window.calls
         if calls >= self.minimum and (
-            window.failed / calls >= self.failure_rate_threshold
-            or window.slow / calls >= self.slow_call_rate_threshold
+            window.failed / calls >= b.failure_rate_threshold
+            or window.slow / calls >= b.slow_call_rate_threshold
         ):
-            self.b._trip(now, window)
+            b._trip(now, window)
 
     def on_error(self, exc: Exception, read: Callable[[], float] | None, start: float) -> None:
         """Record an exception raised in the CLOSED fast path (``read``: its clock, if timed)."""
@@ -420,6 +410,7 @@ class CircuitBreaker(Policy):
     """
 
     __slots__ = (
+        "_consecutive_limit",
         "_failure_if",
         "_failure_on",
         "_fault_",
@@ -444,7 +435,6 @@ class CircuitBreaker(Policy):
         "open_duration_multiplier",
         "slow_call_duration",
         "slow_call_rate_threshold",
-        "window",
     )
     kind = "circuit_breaker"
 
@@ -482,18 +472,21 @@ class CircuitBreaker(Policy):
             owner, "slow_call_rate_threshold", slow_call_rate_threshold
         )
         if window is None:
-            window = CountWindow(100)
-        if not isinstance(window, CountWindow | TimeWindow):
+            own: Window = CountWindow(100)
+        elif isinstance(window, CountWindow | TimeWindow):
+            own = window.fresh()  # a window object may configure several breakers
+        else:
             raise ValueError(f"{owner}: window must be a CountWindow or TimeWindow, got {window!r}")
-        self.window = window  # the specification; _window is this breaker's own
+        self._window = own
         self.minimum_calls = check_int(owner, "minimum_calls", minimum_calls, minimum=1)
-        cap = window.capacity
+        cap = own.capacity
         self._minimum = self.minimum_calls if cap is None else min(self.minimum_calls, cap)
         self.consecutive_failures = (
             None
             if consecutive_failures is None
             else check_int(owner, "consecutive_failures", consecutive_failures, minimum=1)
         )
+        self._consecutive_limit = self.consecutive_failures or sys.maxsize
         self.open_duration = check_seconds(owner, "open_duration", open_duration)
         m = open_duration_multiplier
         if not isinstance(m, int | float) or isinstance(m, bool) or not math.isfinite(m) or m < 1:
@@ -525,7 +518,6 @@ class CircuitBreaker(Policy):
         self._failure_if = failure_if
         if store is not None:
             raise ValueError(f"{owner}: store: shared stores are not available yet, got {store!r}")
-        self._window: Window = window.fresh()
         self._not_permitted = 0
         self._fault_: _FaultHook | None = None
         self._listeners_: tuple[Observer, ...] = ()
@@ -535,6 +527,11 @@ class CircuitBreaker(Policy):
         # Last: the base registers the breaker and may hand it to hooks.
         super().__init__(name, tuple(observers))
         self._refresh_hot()
+
+    @property
+    def window(self) -> CountWindow | TimeWindow:
+        """This breaker's own window (a copy of the one passed as ``window=``)."""
+        return self._window
 
     # -- the one-check hot path --------------------------------------------------
     #
