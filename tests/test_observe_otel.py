@@ -6,6 +6,7 @@ import importlib
 import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -322,3 +323,13 @@ async def test_a_real_breaker_trip_shows_in_the_trace_and_the_gauges(otel: Otel)
     calls = otel.points("resilient.calls")
     assert calls[attrs(kind="circuit_breaker", name="o-real", outcome="failure")].value == 2
     assert calls[attrs(kind="circuit_breaker", name="o-real", outcome="rejected")].value == 1
+
+
+def test_docs_list_every_instrument_and_span_event() -> None:
+    """docs/observability.md names every instrument with its unit, and every span event."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "observability.md").read_text()
+    for name, (_, unit, _) in INSTRUMENTS.items():
+        assert f"| `{name}` |" in text, name
+        assert f"`{unit}`" in text, (name, unit)
+    for event in SPAN_EVENTS:
+        assert f"| `{event}` |" in text, event
