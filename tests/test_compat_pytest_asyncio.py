@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from resilient import Backoff, Fallback, Pipeline, Retry, Timeout
+from resilient import Backoff, Fallback, Pipeline, Retry, Timeout, TimeoutExceeded
 
 
 @pytest.mark.asyncio
@@ -49,3 +50,12 @@ async def test_native_asyncio_cancellation_propagates() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert calls == 1
+
+
+@pytest.mark.asyncio
+async def test_timeout_in_virtual_time_under_pytest_asyncio(resilient_clock: Any) -> None:
+    """With resilient_clock, a pytest-asyncio test's timeouts and backoffs take no real time."""
+    start = resilient_clock.now()
+    with pytest.raises(TimeoutExceeded):
+        await Timeout(30).call(asyncio.sleep, 3600)
+    assert resilient_clock.now() - start == pytest.approx(30)
