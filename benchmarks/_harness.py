@@ -22,8 +22,19 @@ How a figure is made:
   machines; absolute times are not.
 
 The garbage collector is collected before, and disabled during, each timed
-loop (as ``timeit`` does). Everything runs on one plain asyncio loop in real
-time, with ``time.perf_counter``: this is a measurement, not library code.
+loop (as ``timeit`` does). Between timed loops the harness yields to the event
+loop once (a checkpoint): a timed loop itself never yields, so without that
+the timers each ``Timeout`` call schedules and cancels would pile up in
+asyncio's timer heap for the whole run (they are dropped only when the loop
+runs), growing memory without bound and slowing every later push. Everything
+runs on one plain event loop in real time, with ``time.perf_counter``: this is
+a measurement, not library code.
+
+``n`` calls per timed loop can be given, or left to calibration (``n=None``):
+then each case gets the ``n`` that makes its loop last about ``loop_time``
+seconds (between ``min_n`` and ``max_n``), so a 40 µs peer and a 0.1 µs floor
+both get timings long enough to trust, in bounded total time. The bare await
+paired with a case runs the same ``n``.
 
 Run a benchmark module with ``python benchmarks/<name>.py``; ``--quick``
 makes fewer, shorter rounds for a smoke run.
@@ -41,6 +52,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio.lowlevel
 
 __all__ = ["Case", "Result", "parse_args", "print_table", "run_cases", "target"]
 
@@ -83,6 +96,7 @@ class Result:
     overhead: float
     ratio: float
     note: str = ""
+    n: int = 0
     samples: list[float] = field(default_factory=list, repr=False)
 
 
@@ -103,6 +117,19 @@ async def _time_once(call: Call, n: int) -> float:
     return elapsed / n
 
 
+async def _calibrate(call: Call, loop_time: float, min_n: int, max_n: int) -> int:
+    """Calls per timed loop so that one loop of ``call`` lasts about ``loop_time`` seconds."""
+    n = 16
+    while True:
+        elapsed = await _time_once(call, n) * n
+        await anyio.lowlevel.checkpoint()
+        if elapsed >= 2e-3 or n >= max_n:
+            break
+        n *= 4
+    per_call = elapsed / n
+    return max(min_n, min(max_n, int(loop_time / per_call)))
+
+
 async def _check(case: Case, call: Call) -> None:
     try:
         await call()
@@ -116,14 +143,24 @@ async def _check(case: Case, call: Call) -> None:
         raise RuntimeError(f"case {case.name!r}: returned, expected {case.expect.__name__}")
 
 
-async def _run(cases: list[Case], n: int, repeats: int, warmup: int) -> list[Result]:
+async def _run(
+    cases: list[Case],
+    n: int | None,
+    repeats: int,
+    warmup: int,
+    loop_time: float = 0.01,
+    min_n: int = 200,
+    max_n: int = 200_000,
+) -> list[Result]:
     bare = Case("bare await", _bare)
     every = [bare, *cases]
     calls = {}
+    sizes: dict[str, int] = {}
     for case in every:
         call = await case.setup()
         await _check(case, call)
         calls[case.name] = call
+        sizes[case.name] = n or await _calibrate(call, loop_time, min_n, max_n)
     samples: dict[str, list[float]] = {case.name: [] for case in every}
     overheads: dict[str, list[float]] = {case.name: [] for case in every}
     ratios: dict[str, list[float]] = {case.name: [] for case in every}
@@ -132,8 +169,11 @@ async def _run(cases: list[Case], n: int, repeats: int, warmup: int) -> list[Res
     for round_ in range(warmup + repeats):
         rng.shuffle(order)
         for case in order:
-            base = await _time_once(target, n)
-            t = await _time_once(calls[case.name], n)
+            size = sizes[case.name]
+            base = await _time_once(target, size)
+            t = await _time_once(calls[case.name], size)
+            # Let the loop run once: it drops the timers the loop cancelled.
+            await anyio.lowlevel.checkpoint()
             if round_ >= warmup:
                 samples[bare.name].append(base)
                 samples[case.name].append(t)
@@ -149,15 +189,25 @@ async def _run(cases: list[Case], n: int, repeats: int, warmup: int) -> list[Res
         else:
             overhead = statistics.median(overheads[case.name])
             ratio = statistics.median(ratios[case.name])
-        results.append(Result(case.name, med, q1, q3, overhead, ratio, case.note, s))
+        results.append(
+            Result(case.name, med, q1, q3, overhead, ratio, case.note, sizes[case.name], s)
+        )
     return results
 
 
 def run_cases(
-    cases: list[Case], *, n: int = 20_000, repeats: int = 15, warmup: int = 2
+    cases: list[Case],
+    *,
+    n: int | None = 20_000,
+    repeats: int = 15,
+    warmup: int = 2,
+    loop_time: float = 0.01,
 ) -> list[Result]:
-    """Time every case (plus the bare await) on a fresh asyncio loop; the bare await first."""
-    return asyncio.run(_run(cases, n, repeats, warmup))
+    """Time every case (plus the bare await) on a fresh asyncio loop; the bare await first.
+
+    ``n=None`` calibrates the calls per timed loop for each case (see the module docstring).
+    """
+    return asyncio.run(_run(cases, n, repeats, warmup, loop_time))
 
 
 def parse_args(description: str) -> argparse.Namespace:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -10,6 +12,7 @@ import pytest
 
 from resilient import Event, TimedOut, Timeout, TimeoutExceeded, current_context
 from resilient._time import now
+from resilient.testing import VirtualTimeEventLoop
 
 pytestmark = pytest.mark.anyio
 
@@ -96,6 +99,121 @@ async def test_decorator() -> None:
     assert await wait(1) == 1
     with pytest.raises(TimeoutExceeded):
         await wait(3)
+
+
+async def test_caller_wins_a_tie_whichever_timer_fires_first() -> None:
+    """A caller's scope given the same deadline after the timeout started still wins the tie."""
+    with anyio.CancelScope() as outer:
+
+        async def fn() -> None:
+            ctx = current_context()
+            assert ctx is not None
+            assert ctx.deadline is not None
+            outer.deadline = ctx.deadline  # the caller's timer now comes second
+            await anyio.sleep(100)
+
+        await Timeout(5).call(fn)
+    assert outer.cancelled_caught
+
+
+async def test_scope_inside_the_call_never_swallows_the_timeout() -> None:
+    """A cancel scope inside the call, with a later or the same deadline, lets the timeout out."""
+
+    async def inner(seconds: float) -> str:
+        with anyio.move_on_after(seconds):
+            await anyio.sleep(100)
+        return "inner scope ran out"
+
+    for seconds in (10.0, 1.0):
+        with pytest.raises(TimeoutExceeded):
+            await Timeout(1).call(inner, seconds)
+    # and a scope inside that runs out first is the call's own business
+    assert await Timeout(1).call(inner, 0.5) == "inner scope ran out"
+
+
+async def test_call_that_swallows_the_cancellation_returns_its_value() -> None:
+    """A call that catches the timeout's cancellation and returns keeps its value; awaits go on."""
+
+    async def stubborn() -> str:
+        try:
+            await anyio.sleep(100)
+        except anyio.get_cancelled_exc_class():
+            return "kept"
+        return "slept"  # pragma: no cover
+
+    start = now()
+    assert await Timeout(1).call(stubborn) == "kept"
+    await anyio.sleep(1)  # not cancelled: the timeout took its request back
+    assert now() - start == pytest.approx(2)
+
+
+def _native(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` on a bare asyncio loop in virtual time: no anyio around, native cancellation."""
+    with asyncio.Runner(loop_factory=VirtualTimeEventLoop) as runner:
+        runner.run(main())  # type: ignore[arg-type]
+
+
+def test_native_asyncio_timeout_of_the_caller_wins_a_tie() -> None:
+    """On asyncio, the caller's ``asyncio.timeout`` ending at the same instant wins, either way."""
+
+    async def tie(caller_first: bool) -> None:
+        async with asyncio.timeout(5 if caller_first else None) as outer:
+
+            async def fn() -> None:
+                ctx = current_context()
+                assert ctx is not None
+                if not caller_first:
+                    outer.reschedule(ctx.deadline)  # pushed after the timeout's timer
+                await asyncio.sleep(100)
+
+            await Timeout(5).call(fn)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        for caller_first in (True, False):
+            with pytest.raises(TimeoutError) as info:
+                await tie(caller_first)
+            assert not isinstance(info.value, TimeoutExceeded)
+            assert task.cancelling() == 0
+
+    _native(main)
+
+
+def test_native_asyncio_task_is_left_uncancelled() -> None:
+    """On asyncio, after a timeout (raised or swallowed) the task's cancel count is back to 0."""
+
+    async def swallow() -> str:
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            return "kept"
+        return "slept"  # pragma: no cover
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        with pytest.raises(TimeoutExceeded):
+            await Timeout(1).call(asyncio.sleep, 100)
+        assert task.cancelling() == 0
+        assert await Timeout(1).call(swallow) == "kept"
+        assert task.cancelling() == 0
+        await asyncio.sleep(1)  # no cancellation left pending
+
+    _native(main)
+
+
+def test_native_asyncio_cancel_of_the_task_propagates() -> None:
+    """On asyncio, cancelling the task running a timed call propagates as CancelledError."""
+
+    async def main() -> None:
+        worker = asyncio.create_task(Timeout(5).call(asyncio.sleep, 100))
+        await asyncio.sleep(1)
+        worker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await worker
+
+    _native(main)
 
 
 @pytest.mark.parametrize("seconds", [0, -1, math.inf, math.nan, "1", True])

@@ -1,8 +1,9 @@
-"""The one place that reads the clock.
+"""The one place that reads the clock (and finds the loop whose clock it is).
 
 All policies measure time on the running event loop's clock, so a virtual
 clock for the loop (trio's ``MockClock``, or ``resilient.testing``'s
 ``VirtualTimeEventLoop`` on asyncio) puts every policy in virtual time.
+Sleeping goes through :func:`sleep` here too: the same loop, the same clock.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import sys
 import threading
 import time
 from asyncio import (
+    AbstractEventLoop,
     BaseEventLoop,
     _get_running_loop,  # returns None instead of raising
 )
-from collections.abc import Callable
+from asyncio import sleep as _asyncio_sleep
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 
-__all__ = ["clock", "now"]
+__all__ = ["asyncio_loop", "clock", "now", "sleep"]
 
 # BaseEventLoop.time() is ``return time.monotonic()``: for a loop that keeps
 # it, calling time.monotonic directly reads the very same clock, one Python
@@ -59,6 +63,27 @@ def clock() -> Callable[[], float]:
     if loop is not None and loop._thread_id == _get_ident():  # type: ignore[attr-defined]
         return read
     return _find_clock()
+
+
+def asyncio_loop() -> AbstractEventLoop | None:
+    """The running asyncio loop (remembered as for :func:`now`), or ``None`` (trio, no loop)."""
+    loop = _last[0]
+    if loop is not None and loop._thread_id == _get_ident():  # type: ignore[attr-defined]
+        return loop
+    return _get_running_loop()
+
+
+def sleep(seconds: float) -> Coroutine[Any, Any, None]:
+    """``anyio.sleep(seconds)``, straight to ``asyncio.sleep`` on asyncio.
+
+    anyio finds its backend on every call, which costs more than the sleep
+    itself when ``seconds`` is 0 (a retry with no backoff); asyncio's sleep
+    is what anyio's asyncio backend runs anyway. Returns the coroutine (no
+    extra frame).
+    """
+    if asyncio_loop() is not None:
+        return _asyncio_sleep(seconds)
+    return anyio.sleep(seconds)
 
 
 def _find_clock() -> Callable[[], float]:
