@@ -189,6 +189,18 @@ async def test_exhaustion_reraises_last_error_with_a_note(attempts: int) -> None
     assert gave_up[0].attempts == attempts
 
 
+@pytest.mark.parametrize("decorated", [False, True])
+async def test_last_error_does_not_chain_to_earlier_attempts(decorated: bool) -> None:
+    """The error re-raised on giving up carries no earlier attempt's error as its context."""
+    fn = Flaky(100)
+    retry = Retry("net", attempts=3, backoff=Backoff.constant(0))
+    with pytest.raises(ConnectionError) as info:
+        await (retry(fn)() if decorated else retry.call(fn))
+    assert str(info.value) == "failure 3"
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None
+
+
 @given(attempts=st.integers(1, 8), failures=st.integers(0, 12), delay=st.floats(0, 50))
 async def test_attempts_never_exceeded_and_no_sleep_after_last(
     attempts: int, failures: int, delay: float

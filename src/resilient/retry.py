@@ -10,17 +10,16 @@ propagates at once.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, final
 
-import anyio
-
 from ._events import Observer, RetryGaveUp, RetryScheduled
 from ._policy import CallContext, Policy, _current
-from ._time import now
+from ._time import now, sleep
 from ._validate import ExceptionFilter, check_exception_types, check_int, check_seconds
 from .errors import BulkheadFullError, CircuitOpenError
 
@@ -245,6 +244,7 @@ class Retry(Policy):
             else check_seconds(owner, "max_retry_after", max_retry_after, allow_zero=True)
         )
         self._rng = rng
+        self._labels = (self._label,)  # a fresh call context's policies
 
     def _should_retry(self, exc: Exception) -> bool:
         retry_on = self.retry_on
@@ -252,54 +252,140 @@ class Retry(Policy):
             return isinstance(exc, retry_on) and not isinstance(exc, self._excluded)
         return bool(retry_on(exc))
 
+    # The success path (first attempt succeeds) is what nearly every call
+    # takes, so it is written out twice, in call() and in the decorator's
+    # wrapper (a shared helper would cost a coroutine frame per call), and it
+    # does only what it must: enter the call context, read the clock once
+    # (the deadline and the give-up note count from the first attempt's
+    # start), and await the call. Everything after a first attempt that
+    # needs another runs in _again.
+
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
-        # The call context, inlined: this is the success path's main cost.
         ctx = _current.get()
         token = None
         if ctx is None:
-            ctx = CallContext((self._label,))
+            ctx = CallContext(self._labels)
             token = _current.set(ctx)
         elif self._label not in ctx.policies:
             ctx.policies += (self._label,)
         try:
             start = now()
-            previous = 0.0
-            attempt = 1
-            while True:
-                ctx.attempt = attempt
-                try:
-                    result = await fn(*args, **kwargs)
-                except Exception as exc:
-                    if not self._should_retry(exc):
-                        raise
-                    delay, why = self._next_delay(exc, attempt, previous, start)
-                    if why is not None:
-                        self._give_up(exc, attempt, start, why)
-                        raise
-                    error: str | None = type(exc).__name__
-                else:
-                    predicate = self.retry_if_result
-                    if predicate is None or not predicate(result):
-                        return result
-                    delay, why = self._next_delay(None, attempt, previous, start)
-                    if why is not None:
-                        if self._listeners:
-                            elapsed = now() - start
-                            self._emit(
-                                RetryGaveUp(self.kind, self.name, attempt, elapsed, why, None)
-                            )
-                        return result
-                    error = None
-                if self._listeners:
-                    self._emit(RetryScheduled(self.kind, self.name, attempt, delay, error))
-                await anyio.sleep(delay)
-                previous = delay
-                attempt += 1
+            ctx.attempt = 1
+            try:
+                result: Any = await fn(*args, **kwargs)
+            except Exception as exc:
+                if not self._should_retry(exc):
+                    raise
+                error: Exception | None = exc
+                result = None
+            else:
+                predicate = self.retry_if_result
+                if predicate is None or not predicate(result):
+                    return result  # type: ignore[no-any-return]
+                error = None
+            # Outside the except block: later attempts' errors do not chain to this one.
+            return await self._again(fn, args, kwargs, ctx, start, error, result)
         finally:
             if token is not None:
                 _current.reset(token)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an ``async def`` function; the result keeps its signature."""
+        if not callable(fn):
+            raise ValueError(f"{self!r} decorates an async callable, got {fn!r}")
+        label = self._label
+        labels = self._labels
+        should_retry = self._should_retry
+        again = self._again
+        call = self.call
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            # As call(), written out (see above).
+            if self._fault is not None:
+                return await call(fn, *args, **kwargs)
+            ctx = _current.get()
+            token = None
+            if ctx is None:
+                ctx = CallContext(labels)
+                token = _current.set(ctx)
+            elif label not in ctx.policies:
+                ctx.policies += (label,)
+            try:
+                start = now()
+                ctx.attempt = 1
+                try:
+                    result: Any = await fn(*args, **kwargs)
+                except Exception as exc:
+                    if not should_retry(exc):
+                        raise
+                    error: Exception | None = exc
+                    result = None
+                else:
+                    predicate = self.retry_if_result
+                    if predicate is None or not predicate(result):
+                        return result  # type: ignore[no-any-return]
+                    error = None
+                return await again(fn, args, kwargs, ctx, start, error, result)
+            finally:
+                if token is not None:
+                    _current.reset(token)
+
+        return wrapper
+
+    async def _again(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: CallContext,
+        start: float,
+        exc: Exception | None,
+        result: Any,
+    ) -> T:
+        """The attempts after the first: ``exc`` is what it raised (retryable), else ``result``.
+
+        Each turn decides from the last attempt's outcome: give up (re-raise
+        the error with a note, or return the result) or sleep the delay and
+        call again. The error is re-raised outside the ``except`` block that
+        caught it, so the next attempt's errors do not chain to it.
+        """
+        previous = 0.0
+        attempt = 1
+        while True:
+            if exc is not None:
+                delay, why = self._next_delay(exc, attempt, previous, start)
+                if why is not None:
+                    self._give_up(exc, attempt, start, why)
+                    raise exc
+                error: str | None = type(exc).__name__
+            else:
+                delay, why = self._next_delay(None, attempt, previous, start)
+                if why is not None:
+                    if self._listeners:
+                        elapsed = now() - start
+                        self._emit(RetryGaveUp(self.kind, self.name, attempt, elapsed, why, None))
+                    return result  # type: ignore[no-any-return]
+                error = None
+            if self._listeners:
+                self._emit(RetryScheduled(self.kind, self.name, attempt, delay, error))
+            await sleep(delay)
+            previous = delay
+            attempt += 1
+            ctx.attempt = attempt
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as e:
+                if not self._should_retry(e):
+                    raise
+                exc = e
+            else:
+                predicate = self.retry_if_result
+                if predicate is None or not predicate(result):
+                    return result  # type: ignore[no-any-return]
+                exc = None
 
     def _next_delay(
         self, exc: BaseException | None, attempt: int, previous: float, start: float
