@@ -10,12 +10,13 @@ fallback, and an error raised by a handler or a predicate propagates as is.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, final
 
 from ._events import FallbackUsed, Observer
-from ._policy import Policy, _current, enter_context
+from ._policy import CallContext, Policy, _current, enter_context
 from ._validate import ExceptionFilter, check_exception_types, check_name, matches
 from .errors import FallbackChainFailed
 
@@ -67,14 +68,47 @@ class Fallback(Policy):
             except Exception as exc:
                 if not matches(self.on, exc):
                     raise
-                value: T = await _resolve(self.handler(exc))
-                ctx.fallback = self.name
-                if self._listeners:
-                    self._emit(FallbackUsed(self.kind, self.name, self.name, type(exc).__name__))
+                value: T = await self._fall_back(ctx, exc)
                 return value
         finally:
             if token is not None:
                 _current.reset(token)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an ``async def`` function; the result keeps its signature."""
+        if not callable(fn):
+            raise ValueError(f"{self!r} decorates an async callable, got {fn!r}")
+        call = self.call
+        fall_back = self._fall_back
+        label = self._label
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            # call(), written out: a shared helper would cost a coroutine frame per call.
+            if self._fault is not None:
+                return await call(fn, *args, **kwargs)
+            ctx, token = enter_context(label)
+            try:
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    if not matches(self.on, exc):
+                        raise
+                    value: T = await fall_back(ctx, exc)
+                    return value
+            finally:
+                if token is not None:
+                    _current.reset(token)
+
+        return wrapper
+
+    async def _fall_back(self, ctx: CallContext, exc: Exception) -> Any:
+        """The handler's answer to ``exc`` (which ``on`` matched), noted in the call context."""
+        value = await _resolve(self.handler(exc))
+        ctx.fallback = self.name
+        if self._listeners:
+            self._emit(FallbackUsed(self.kind, self.name, self.name, type(exc).__name__))
+        return value
 
 
 @final

@@ -79,10 +79,25 @@ class Pipeline(Policy):
         bind = self._bind
         chain = bind(fn)
 
+        labels = self._labels
+
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             # A fault armed after decoration must still apply: rebind then.
-            return await run(chain if self._fault is None else bind(fn), args, kwargs)
+            if self._fault is not None:
+                return await run(bind(fn), args, kwargs)
+            # _run, written out: a shared helper would cost a coroutine frame per call.
+            ctx = _current.get()
+            if ctx is not None:
+                ctx.policies += tuple(label for label in labels if label not in ctx.policies)
+                result: T = await chain(*args, **kwargs)
+                return result
+            token = _current.set(CallContext(labels))
+            try:
+                result = await chain(*args, **kwargs)
+                return result
+            finally:
+                _current.reset(token)
 
         return wrapper
 
