@@ -84,7 +84,7 @@ def recorder() -> tuple[list[Event], Callable[[Event], None]]:
         ({"failure_on": (KeyboardInterrupt,)}, "failure_on"),
         ({"ignore": "x"}, "ignore"),
         ({"failure_if": 3}, "failure_if must be a predicate, got 3"),
-        ({"store": object()}, "shared stores are not available yet"),
+        ({"store": object()}, "store must be a BreakerStore .* got <object object"),
         ({"observers": [1]}, "observers"),
     ],
 )

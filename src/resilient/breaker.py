@@ -2,16 +2,15 @@
 
 States and transitions (anything else is a bug and raises)::
 
-                 failure or slow rate >= threshold
-                 (or consecutive failures)
-      CLOSED  ─────────────────────────────────▶  OPEN
-        ▲                                          │  open_duration elapsed
-        │ every trial recorded,                    ▼  (lazily, at the next look)
-        │ rates below thresholds               HALF_OPEN ── trials fail, or run
-        └──────────────────────────────────────   │         past half_open_max_duration
-                                                   └──────▶ OPEN (duration backs off)
+                  failure or slow rate >= threshold (or N failures in a row)
+       CLOSED  ───────────────────────────────────────────────▶  OPEN
+         ▲                                                         │ open_duration passes
+         │ every trial recorded, rates below both thresholds      ▼ (seen lazily)
+         └─────────────────────────────────────────────────── HALF_OPEN
+                                         trials fail, or run too long │
+                             OPEN (open duration * multiplier) ◀──────┘
 
-      force_open() → FORCED_OPEN    disable() → DISABLED    reset() → CLOSED (from any)
+       force_open() → FORCED_OPEN    disable() → DISABLED    reset() → CLOSED
 
 Each state is one small object (``_Closed``, ``_Open``, ``_HalfOpen``,
 ``_ForcedOpen``, ``_Disabled``) behind one interface: ``tick`` (a transition
@@ -27,8 +26,16 @@ see a consistent state: e.g. HALF_OPEN admits exactly ``half_open_max_calls``
 trials however many calls arrive at once.
 
 Where the state lives: the breaker's ``_state`` (written only by
-``_set_state``) and its window (written only by the state objects'
-``record``). A shared store (a later addition) plugs in at those two places.
+``_set_state``) and its window (written only by ``_Closed``: ``record``,
+and ``clear`` when a CLOSED period starts). A shared store (``store=``, see
+:mod:`resilient.stores`) plugs in there, through one link: ``_set_state``
+tells it every change (it publishes this breaker's own decisions),
+``_advance`` first adopts the fleet's newer state (a jump outside the table:
+the fleet decided it), CLOSED evaluates its window plus the other breakers'
+totals, and a HALF_OPEN trial also needs the fleet's permit (the one await
+before a call, on that rare path). With a store every call takes the slow
+path; without one the fast path is the same code and the slow path checks
+``_shared``.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import math
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn, ParamSpec, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, ParamSpec, Protocol, TypeVar, final
 
 from . import _time
 from ._events import CallFinished, CallRejected, Observer, Outcome, StateChanged
@@ -57,6 +64,9 @@ from ._validate import (
 )
 from ._window import CountWindow, TimeWindow, Window
 from .errors import CircuitOpenError
+
+if TYPE_CHECKING:
+    from .stores import BreakerLink, BreakerStore, How, SharedView
 
 __all__ = ["CircuitBreaker", "CircuitMetrics", "CircuitState"]
 
@@ -114,14 +124,19 @@ class CircuitMetrics:
     failed_calls: int
     slow_calls: int
     not_permitted_calls: int
+    store_degraded: bool | None = None
+    """With a shared store: True while it is unreachable (local state only); else None."""
 
 
 class _Counts(Protocol):
-    """What metrics read: a window or a half-open period's trials."""
+    """What metrics read: a window (with a store, plus the fleet's) or a half-open's trials."""
 
-    calls: int
-    failed: int
-    slow: int
+    @property
+    def calls(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def slow(self) -> int: ...
 
     def expire(self, now: float) -> None: ...
 
@@ -210,7 +225,9 @@ class _Closed(_State):
         window = b._window
         if window.calls:
             window.clear()  # every CLOSED period starts with a fresh window
-        self.window = self.counts = window
+        self.window = window
+        shared = b._shared
+        self.counts = window if shared is None else shared.counts(window)  # + the fleet's
         self.time_window = type(window) is TimeWindow  # needs the time of each outcome
         self.consecutive = 0  # recorded failures in a row in this period
         self.minimum = b._minimum
@@ -228,21 +245,33 @@ class _Closed(_State):
 
     def evaluate(self, failed: bool, now: float | None) -> None:
         """After a record: count the run of failures, open if a limit is reached."""
-        window = self.window
         b = self.b
+        counts = self.counts  # the window itself, unless a store adds the others'
         if failed:
             self.consecutive += 1
             if self.consecutive >= b._consecutive_limit:
-                b._trip(now, window)
+                b._trip(now, counts)
                 return
         else:
             self.consecutive = 0
-        calls = window.calls
+        calls = counts.calls
         if calls >= self.minimum and (
-            window.failed / calls >= b.failure_rate_threshold
-            or window.slow / calls >= b.slow_call_rate_threshold
+            counts.failed / calls >= b.failure_rate_threshold
+            or counts.slow / calls >= b.slow_call_rate_threshold
         ):
-            b._trip(now, window)
+            b._trip(now, counts)
+
+    def check(self, now: float) -> None:
+        """With a store: open if the fleet's rates (others' fresh totals) reach a threshold."""
+        counts = self.counts
+        counts.expire(now)
+        calls = counts.calls
+        b = self.b
+        if calls >= self.minimum and (
+            counts.failed / calls >= b.failure_rate_threshold
+            or counts.slow / calls >= b.slow_call_rate_threshold
+        ):
+            b._trip(now, counts)
 
     def on_error(self, exc: Exception, read: Callable[[], float] | None, start: float) -> None:
         """Record an exception raised in the CLOSED fast path (``read``: its clock, if timed)."""
@@ -405,7 +434,10 @@ class CircuitBreaker(Policy):
       over ``failure_on``.
     - ``failure_if=None``: a predicate on a returned value; true counts the
       call as failed.
-    - ``store=None``: shared state across processes (not available yet).
+    - ``store=None``: a :class:`~resilient.stores.BreakerStore` sharing this
+      breaker's state with the breakers of the same name on that store
+      (``MemoryStore`` in one process, ``RedisStore`` across processes and
+      hosts); see ``docs/stores.md``.
     - ``observers=()``: observers of this breaker's events.
     """
 
@@ -423,6 +455,7 @@ class CircuitBreaker(Policy):
         "_minimum",
         "_not_permitted",
         "_own_observers",
+        "_shared",
         "_state",
         "_window",
         "consecutive_failures",
@@ -456,7 +489,7 @@ class CircuitBreaker(Policy):
         failure_on: ExceptionFilter | type[Exception] = (Exception,),
         ignore: ExceptionFilter | type[Exception] = (),
         failure_if: Callable[[Any], bool] | None = None,
-        store: object = None,
+        store: BreakerStore | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
         owner = f"CircuitBreaker({check_name('CircuitBreaker', name)!r})"
@@ -516,8 +549,16 @@ class CircuitBreaker(Policy):
         if failure_if is not None and not callable(failure_if):
             raise ValueError(f"{owner}: failure_if must be a predicate, got {failure_if!r}")
         self._failure_if = failure_if
+        self._shared: BreakerLink | None = None
         if store is not None:
-            raise ValueError(f"{owner}: store: shared stores are not available yet, got {store!r}")
+            from .stores import BreakerStore  # here: no import cost (or cycle) without a store
+
+            if not isinstance(store, BreakerStore):
+                raise ValueError(
+                    f"{owner}: store must be a BreakerStore (resilient.stores.MemoryStore, "
+                    f"resilient.stores.redis.RedisStore), got {store!r}"
+                )
+            self._shared = store.attach(self, name)
         self._not_permitted = 0
         self._fault_: _FaultHook | None = None
         self._listeners_: tuple[Observer, ...] = ()
@@ -561,29 +602,65 @@ class CircuitBreaker(Policy):
 
     def _refresh_hot(self) -> None:
         state = getattr(self, "_state", None)
-        quiet = self._fault_ is None and not self._listeners_
+        # A store needs the slow path (adoption, fleet evaluation, trial permits).
+        quiet = self._fault_ is None and not self._listeners_ and self._shared is None
         self._hot = state if quiet and type(state) is _Closed else None
         self._hot_open = state if quiet and type(state) is _Open else None
 
     # -- state machine plumbing ----------------------------------------------------
 
-    def _set_state(self, new: _State) -> None:
-        """The one place the state changes: checked against the table, announced."""
+    def _set_state(self, new: _State, how: How = "local") -> None:
+        """The one place the state changes: checked against the table, announced.
+
+        ``how``: ``"local"`` (decided here), ``"manual"`` (a switch) or
+        ``"adopted"`` (the fleet's state from the store: any jump is legal).
+        """
         old = self._state
-        if new.kind not in _TRANSITIONS[old.kind]:
+        if new.kind not in _TRANSITIONS[old.kind] and how != "adopted":
             raise RuntimeError(f"{self!r}: illegal transition {old.kind.value} -> {new.kind.value}")
         self._state = new
         self._refresh_hot()
+        shared = self._shared
+        if shared is not None:
+            if type(new) is _Open:
+                shared.on_state(new.kind, new.until, new.duration, how)
+            else:
+                shared.on_state(new.kind, 0.0, 0.0, how)
         if self._listeners_ and new.kind is not old.kind:
             self._emit(StateChanged(self.kind, self.name, old.kind.value, new.kind.value))
 
     def _advance(self, now: float) -> _State:
-        """Apply the transitions the clock has made due by ``now``; the current state."""
+        """Adopt the fleet's newer state (with a store), then apply the transitions
+        the clock has made due by ``now``; the current state."""
+        shared = self._shared
+        if shared is not None:
+            view = shared.pull()
+            if view is not None:
+                self._adopt(view, now)
         state = self._state
         while (new := state.tick(now)) is not None:
             self._set_state(new)
             state = new
         return state
+
+    def _adopt(self, view: SharedView, now: float) -> None:
+        """Take the fleet's state as this breaker's own: a new period."""
+        old = self._state
+        kind = view.state
+        new: _State
+        if kind is CLOSED:
+            new = _Closed(self)
+        elif kind is OPEN:
+            new = _Open(self, view.until - view.duration, view.duration, old.counts)
+        elif kind is HALF_OPEN:
+            new = half_open = _HalfOpen(self, view.duration)
+            # A trial runs somewhere in the fleet: if no verdict comes in time, re-open.
+            half_open.deadline = now + self._half_open_max_duration
+        elif kind is FORCED_OPEN:
+            new = _ForcedOpen(self, old.counts)
+        else:
+            new = _Disabled(self, old.counts)
+        self._set_state(new, "adopted")
 
     def _trip(self, now: float | None, counts: _Counts) -> None:
         """CLOSED -> OPEN for ``open_duration``, as of ``now``."""
@@ -695,21 +772,48 @@ class CircuitBreaker(Policy):
         state = self._advance(start)
         if state.kind is DISABLED:
             return await fn(*args, **kwargs)
+        shared = self._shared
+        if shared is not None and type(state) is _Closed:
+            state.check(start)  # the others' outcomes may have raised the fleet's rates
+            state = self._state
         rejection = state.admit(start)
         if rejection is not None:
             self._reject(*rejection)
+        trial = False
+        if shared is not None and state.kind is HALF_OPEN:
+            trial = await self._fleet_trial(shared, state)
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            self._finish(state, self._classify(exc), start, type(exc).__name__)
+            self._finish(state, self._classify(exc), start, type(exc).__name__, trial)
             raise
         except BaseException as exc:  # cancellation: never counted, permit returned
-            self._finish(state, "cancelled", start, type(exc).__name__)
+            self._finish(state, "cancelled", start, type(exc).__name__, trial)
             raise
         failure_if = self._failure_if
         failed = failure_if is not None and bool(failure_if(result))
-        self._finish(state, "failure" if failed else "success", start, None)
+        self._finish(state, "failure" if failed else "success", start, None, trial)
         return result
+
+    async def _fleet_trial(self, shared: BreakerLink, state: _State) -> bool:
+        """The fleet's permit for a trial HALF_OPEN admitted here; False: a local trial.
+
+        The local permit is already taken, so at most ``half_open_max_calls``
+        calls per breaker wait here; a refusal returns it and rejects.
+        """
+        try:
+            granted = await shared.acquire_trial()
+        except BaseException:
+            state.release()
+            raise
+        if granted is None:
+            return False  # store unreachable: fail-static, the local permit decides
+        if not granted or self._state is not state:
+            if granted:
+                shared.release_trial()
+            state.release()
+            self._reject("half_open_full", None)
+        return True
 
     def _reject(self, reason: str, retry_after: float | None) -> NoReturn:
         self._not_permitted += 1
@@ -717,7 +821,10 @@ class CircuitBreaker(Policy):
             self._emit(CallRejected(self.kind, self.name, reason))
         raise _open_error(self.name, retry_after)
 
-    def _finish(self, state: _State, outcome: Outcome, start: float, error: str | None) -> None:
+    def _finish(
+        self, state: _State, outcome: Outcome, start: float, error: str | None, trial: bool = False
+    ) -> None:
+        """Record or release a call's outcome (``trial``: it holds a fleet permit)."""
         end = _now()
         duration = end - start
         sd = self.slow_call_duration
@@ -727,10 +834,19 @@ class CircuitBreaker(Policy):
             self._emit(CallFinished(self.kind, self.name, outcome, duration, slow, error))
         if self._state is not state:
             return  # admitted in an earlier period: stale, changes nothing
+        shared = self._shared
         if outcome == "success" or outcome == "failure":
-            state.record(outcome == "failure", slow, end)
+            failed = outcome == "failure"
+            if trial and shared is not None and shared.trial_done(failed, slow):
+                self._advance(end)  # the store decides; it may have already
+                return
+            state.record(failed, slow, end)
+            if shared is not None and self._state is state and type(state) is _Closed:
+                state.check(end)  # the fleet's rates, with the others' fresh totals
         else:
             state.release()
+            if trial and shared is not None:
+                shared.release_trial()
 
     # -- inspection and manual control ------------------------------------------
 
@@ -756,24 +872,31 @@ class CircuitBreaker(Policy):
         else:
             failure_rate = counts.failed / calls
             slow_rate = counts.slow / calls
+        shared = self._shared
         return CircuitMetrics(
-            failure_rate, slow_rate, calls, counts.failed, counts.slow, self._not_permitted
+            failure_rate,
+            slow_rate,
+            calls,
+            counts.failed,
+            counts.slow,
+            self._not_permitted,
+            None if shared is None else shared.degraded,
         )
 
     def force_open(self) -> None:
         """Reject every call (FORCED_OPEN) until :meth:`reset` or :meth:`disable`."""
         if self._state.kind is not FORCED_OPEN:
-            self._set_state(_ForcedOpen(self, self._state.counts))
+            self._set_state(_ForcedOpen(self, self._state.counts), "manual")
 
     def disable(self) -> None:
         """Let every call through unrecorded (DISABLED) until :meth:`reset`/:meth:`force_open`."""
         if self._state.kind is not DISABLED:
-            self._set_state(_Disabled(self, self._state.counts))
+            self._set_state(_Disabled(self, self._state.counts), "manual")
 
     def reset(self) -> None:
         """Back to CLOSED with an empty window; ``not_permitted_calls`` back to 0."""
         self._not_permitted = 0
-        self._set_state(_Closed(self))
+        self._set_state(_Closed(self), "manual")
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r})"

@@ -10,7 +10,9 @@ What each kind reports (``state``, ``figures``):
 - ``circuit_breaker``: ``state`` is ``"closed"``, ``"open"``, ``"half_open"``,
   ``"forced_open"`` or ``"disabled"``; figures ``failure_rate``,
   ``slow_call_rate`` (0 to 1), ``calls``, ``failed_calls``, ``slow_calls`` (in
-  the current window) and ``not_permitted_calls`` (since creation or reset).
+  the current window) and ``not_permitted_calls`` (since creation or reset);
+  with a shared store also ``store_degraded`` (1 while the breaker works on
+  local state because the store is unreachable, else 0).
 - ``bulkhead``: ``state`` is ``None``; figures ``active``, ``waiting``,
   ``available`` and ``max_concurrent``.
 - every other kind (retry, timeout, fallback, fallback_chain, pipeline): no
@@ -193,6 +195,9 @@ def read_policy(policy: Policy) -> PolicySnapshot:
         state = state_name(getattr(policy, "state"))  # noqa: B009 (not on Policy)
         metrics = getattr(policy, "metrics")  # noqa: B009
         figures = {key: getattr(metrics, key) for key in BREAKER_FIGURES}
+        degraded = getattr(metrics, "store_degraded", None)
+        if degraded is not None:  # a breaker with a shared store: 1 while it runs on local state
+            figures["store_degraded"] = float(degraded)
     elif kind == "bulkhead":
         figures = {key: getattr(policy, key) for key in BULKHEAD_FIGURES}
     return PolicySnapshot(kind, policy.name, state, MappingProxyType(figures))
