@@ -356,6 +356,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="add a cProfile of the hot paths")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # see progress
     if args.quick:
         args.n, args.repeats, args.warmup = 2_000, 3, 1
 

@@ -662,6 +662,12 @@ class CircuitBreaker(Policy):
             new = _Disabled(self, old.counts)
         self._set_state(new, "adopted")
 
+    def _resync(self, now: float) -> None:
+        """A store brought news: adopt the fleet's state, evaluate the fleet's rates."""
+        state = self._advance(now)
+        if type(state) is _Closed:
+            state.check(now)
+
     def _trip(self, now: float | None, counts: _Counts) -> None:
         """CLOSED -> OPEN for ``open_duration``, as of ``now``."""
         self._set_state(_Open(self, now, self.open_duration, counts))
