@@ -286,7 +286,10 @@ class Retry(Policy):
                     return result  # type: ignore[no-any-return]
                 error = None
             # Outside the except block: later attempts' errors do not chain to this one.
-            return await self._again(fn, args, kwargs, ctx, start, error, result)
+            try:
+                return await self._again(fn, args, kwargs, ctx, start, error, result)
+            finally:
+                error = None  # a frame holding the error its traceback holds: a cycle
         finally:
             if token is not None:
                 _current.reset(token)
@@ -328,7 +331,10 @@ class Retry(Policy):
                     if predicate is None or not predicate(result):
                         return result  # type: ignore[no-any-return]
                     error = None
-                return await again(fn, args, kwargs, ctx, start, error, result)
+                try:
+                    return await again(fn, args, kwargs, ctx, start, error, result)
+                finally:
+                    error = None  # a frame holding the error its traceback holds: a cycle
             finally:
                 if token is not None:
                     _current.reset(token)
@@ -359,7 +365,10 @@ class Retry(Policy):
                 delay, why = self._next_delay(exc, attempt, previous, start)
                 if why is not None:
                     self._give_up(exc, attempt, start, why)
-                    raise exc
+                    try:
+                        raise exc
+                    finally:
+                        exc = None  # a frame holding the error its traceback holds: a cycle
                 error: str | None = type(exc).__name__
             else:
                 delay, why = self._next_delay(None, attempt, previous, start)
@@ -371,6 +380,7 @@ class Retry(Policy):
                 error = None
             if self._listeners:
                 self._emit(RetryScheduled(self.kind, self.name, attempt, delay, error))
+            exc = None  # done with it; kept, it would make a cycle with a later error's traceback
             await sleep(delay)
             previous = delay
             attempt += 1
