@@ -16,8 +16,10 @@ from resilient import (
     FallbackChainFailed,
     FallbackUsed,
     ResilienceError,
+    Retry,
     Strategy,
     call_context,
+    current_context,
 )
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +83,38 @@ async def test_fallback_is_visible_in_context_and_events() -> None:
         await fb.call(fails)
     assert ctx.fallback == "static"
     assert events == [FallbackUsed("fallback", "static", "static", "ConnectionError")]
+
+
+@pytest.mark.parametrize("decorated", [False, True])
+@pytest.mark.parametrize("chain", [False, True])
+async def test_fallbacks_join_the_open_context_and_open_none(decorated: bool, chain: bool) -> None:
+    """Fallback and FallbackChain join an open context (label, answer) but open none themselves."""
+    seen: list[Any] = []
+
+    async def look() -> str:
+        ctx = current_context()
+        seen.append(None if ctx is None else ctx.policies)
+        raise ConnectionError
+
+    policy: Fallback | FallbackChain
+    if chain:
+        policy = FallbackChain(Strategy("s", lambda: "x"), name="c")
+        label, answered = "fallback_chain:c", "s"
+    else:
+        policy = Fallback(lambda exc: "x", name="f")
+        label, answered = "fallback:f", "f"
+
+    async def run(fn: Any) -> Any:
+        return await (policy(fn)() if decorated else policy.call(fn))
+
+    assert await run(look) == "x"
+    with call_context() as ctx:
+        assert await run(look) == "x"
+    assert await run(Retry("r", attempts=1)(look)) == "x"
+    assert seen == [None, (label,), ("retry:r",)]
+    assert ctx.policies == (label,)
+    assert ctx.fallback == answered
+    assert current_context() is None
 
 
 def calls_log() -> tuple[list[str], Any]:

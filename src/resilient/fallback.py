@@ -6,6 +6,14 @@
 wins, and when all fail or are skipped it raises ``FallbackChainFailed``, an
 ``ExceptionGroup`` of every error in order. Cancellation never triggers a
 fallback, and an error raised by a handler or a predicate propagates as is.
+
+The call context: a fallback is chosen after the wrapped code has failed, so
+there is nothing in a context for that code to read from a fallback. Hence
+neither policy opens a context of its own (on the success path a fallback
+costs a check and a ``try``); they join the one that is open, opened by the
+caller with :func:`~resilient.call_context` or by an enclosing pipeline,
+listing themselves in its ``policies`` and recording in its ``fallback``
+which handler or strategy answered.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, final
 
 from ._events import FallbackUsed, Observer
-from ._policy import CallContext, Policy, _current, enter_context
+from ._policy import CallContext, Policy, _current
 from ._validate import ExceptionFilter, check_exception_types, check_name, matches
 from .errors import FallbackChainFailed
 
@@ -61,18 +69,16 @@ class Fallback(Policy):
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
-        ctx, token = enter_context(self._label)
+        ctx = _current.get()
+        if ctx is not None and self._label not in ctx.policies:
+            ctx.policies += (self._label,)
         try:
-            try:
-                return await fn(*args, **kwargs)
-            except Exception as exc:
-                if not matches(self.on, exc):
-                    raise
-                value: T = await self._fall_back(ctx, exc)
-                return value
-        finally:
-            if token is not None:
-                _current.reset(token)
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            if not matches(self.on, exc):
+                raise
+            value: T = await self._fall_back(ctx, exc)
+            return value
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate an ``async def`` function; the result keeps its signature."""
@@ -87,25 +93,24 @@ class Fallback(Policy):
             # call(), written out: a shared helper would cost a coroutine frame per call.
             if self._fault is not None:
                 return await call(fn, *args, **kwargs)
-            ctx, token = enter_context(label)
+            ctx = _current.get()
+            if ctx is not None and label not in ctx.policies:
+                ctx.policies += (label,)
             try:
-                try:
-                    return await fn(*args, **kwargs)
-                except Exception as exc:
-                    if not matches(self.on, exc):
-                        raise
-                    value: T = await fall_back(ctx, exc)
-                    return value
-            finally:
-                if token is not None:
-                    _current.reset(token)
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                if not matches(self.on, exc):
+                    raise
+                value: T = await fall_back(ctx, exc)
+                return value
 
         return wrapper
 
-    async def _fall_back(self, ctx: CallContext, exc: Exception) -> Any:
-        """The handler's answer to ``exc`` (which ``on`` matched), noted in the call context."""
+    async def _fall_back(self, ctx: CallContext | None, exc: Exception) -> Any:
+        """The handler's answer to ``exc`` (which ``on`` matched), noted in the open context."""
         value = await _resolve(self.handler(exc))
-        ctx.fallback = self.name
+        if ctx is not None:
+            ctx.fallback = self.name
         if self._listeners:
             self._emit(FallbackUsed(self.kind, self.name, self.name, type(exc).__name__))
         return value
@@ -172,37 +177,47 @@ class FallbackChain(Policy):
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
-        ctx, token = enter_context(self._label)
+        ctx = _current.get()
+        if ctx is not None and self._label not in ctx.policies:
+            ctx.policies += (self._label,)
         try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            errors: list[Exception] = [exc]
+        value: T = await self._strategies(ctx, errors, args, kwargs)
+        return value
+
+    async def _strategies(
+        self,
+        ctx: CallContext | None,
+        errors: list[Exception],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Each strategy in turn after the call failed with ``errors[0]``; the first answer wins."""
+        for strategy in self.strategies:
+            last = errors[-1]
+            if strategy.can_handle is not None and not strategy.can_handle(last):
+                continue
             try:
-                return await fn(*args, **kwargs)
+                value = await _resolve(strategy.fn(*args, **kwargs))
             except Exception as exc:
-                errors: list[Exception] = [exc]
-            for strategy in self.strategies:
-                last = errors[-1]
-                if strategy.can_handle is not None and not strategy.can_handle(last):
-                    continue
-                try:
-                    value: T = await _resolve(strategy.fn(*args, **kwargs))
-                except Exception as exc:
-                    errors.append(exc)
-                    continue
+                errors.append(exc)
+                continue
+            if ctx is not None:
                 ctx.fallback = strategy.name
-                if self._listeners:
-                    self._emit(
-                        FallbackUsed(self.kind, self.name, strategy.name, type(errors[0]).__name__)
-                    )
-                return value
-            ran = len(errors) - 1
-            raise FallbackChainFailed(
-                f"fallback chain {self.name!r} failed: the call and {ran} of "
-                f"{len(self.strategies)} strategies raised (the rest were skipped)",
-                errors,
-                name=self.name,
-            )
-        finally:
-            if token is not None:
-                _current.reset(token)
+            if self._listeners:
+                self._emit(
+                    FallbackUsed(self.kind, self.name, strategy.name, type(errors[0]).__name__)
+                )
+            return value
+        ran = len(errors) - 1
+        raise FallbackChainFailed(
+            f"fallback chain {self.name!r} failed: the call and {ran} of "
+            f"{len(self.strategies)} strategies raised (the rest were skipped)",
+            errors,
+            name=self.name,
+        )
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.strategies)
