@@ -1,0 +1,1060 @@
+"""Chaos soak: the full pipeline under faults, load and cancellation, with nothing lost.
+
+Run it with ``python benchmarks/soak.py`` (1,000,000 calls on both anyio
+backends), ``--quick`` for the CI size (50,000 calls), or ``--calls N``
+(at least 20,000: shorter phases cannot show the breaker's cycles),
+``--backend asyncio|trio|both``, ``--seed S``, ``--no-trace-memory``. It
+prints one table; the exit status is 1 when an invariant or a
+reconciliation fails, and every failure is printed. Every random draw is
+seeded: a run replays exactly on a given backend.
+
+What runs, in virtual time (``resilient.testing``: a virtual-clock loop on
+asyncio, trio's ``MockClock``), so a soak of minutes of traffic takes only
+the CPU time of its calls:
+
+- **the pipeline**, in the documented order: ``Fallback → Retry →
+  CircuitBreaker → Bulkhead → Timeout``, and inside the timeout the fault
+  injectors of :mod:`resilient.chaos` in front of a scripted downstream. A
+  probe between the breaker and the bulkhead counts half-open trials.
+- **the load**: ``concurrency`` (1,000) worker tasks, each pausing a random
+  think time, then making one call, until ``calls`` calls have been made.
+  Half the calls accept a fallback answer (a context variable read by the
+  fallback's ``on`` predicate), so every outcome reaches the callers.
+- **the faults**, in phases by share of the calls: healthy (20 %), 30 %
+  failures (25 %), full outage (25 %: every attempt refused), recovery
+  (30 %). Throughout, 1 % of attempts stall far past the timeout.
+- **the cancellations**: 5 % of the callers are cancelled from outside (a
+  separate task cancels their scope) at a random moment of their call: in a
+  backoff sleep, in the bulkhead's queue, in the downstream, or too late.
+
+Checked as the run goes: the bulkhead never holds more than its limit (read
+from it, and counted inside it); a half-open period never has more trials
+out than its cap. Checked at the end: every call accounted exactly once
+(success, fallback answer, rejected open, rejected bulkhead full, timed out,
+failed, cancelled), the ledger reconciles with the policies' own events and
+counters, the Prometheus observer's counters and the fault injectors'
+counts; no permit held, no call in flight, no task left; the breaker stayed
+closed through healthy and degraded traffic, opened within its window after
+the outage began, stayed open through it, and closed within its open
+duration and trials after the recovery (then stayed closed); memory
+(tracemalloc, sampled after a full collection) flat between the first tenth
+of the calls after the ramp-up and the last tenth; and hardly any garbage
+left in reference cycles (a frame holding the error whose traceback holds
+the frame), which only the cycle collector frees.
+
+``main(argv)`` is the entry point (``python -m benchmarks soak`` calls it);
+:func:`run_soak` runs one soak and returns its :class:`Report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import gc
+import heapq
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+from prometheus_client import CollectorRegistry
+
+from resilient import (
+    Backoff,
+    Bulkhead,
+    BulkheadFullError,
+    CallFinished,
+    CallRejected,
+    CircuitBreaker,
+    CircuitOpenError,
+    Event,
+    Fallback,
+    FallbackUsed,
+    PermitAcquired,
+    PermitReleased,
+    Pipeline,
+    Policy,
+    Retry,
+    RetryGaveUp,
+    RetryScheduled,
+    StateChanged,
+    TimedOut,
+    Timeout,
+    TimeoutExceeded,
+    TimeWindow,
+    call_context,
+)
+from resilient.chaos import InjectFault, InjectLatency
+from resilient.observe.prometheus import PrometheusObserver
+from resilient.testing import virtual_backend_options
+
+__all__ = ["PHASES", "Config", "Report", "main", "run_soak"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_CALLS = 1_000_000
+QUICK_CALLS = 50_000
+
+# The scenario: (phase, share of the calls). The phase of an attempt is the
+# phase of the most recently issued call when the attempt reaches the faults.
+PHASES: tuple[tuple[str, float], ...] = (
+    ("healthy", 0.20),
+    ("degraded", 0.25),
+    ("outage", 0.25),
+    ("recovery", 0.30),
+)
+HEALTHY, DEGRADED, OUTAGE, RECOVERY = range(4)
+
+# How a call ended, as the caller saw it (ledger codes; 0: not ended yet).
+OUTCOMES = (
+    "success",
+    "fallback",
+    "rejected_open",
+    "rejected_bulkhead",
+    "timed_out",
+    "failed",
+    "cancelled",
+    "unexpected",
+)
+SUCCESS, FALLBACK, REJECTED_OPEN, REJECTED_BULKHEAD, TIMED_OUT, FAILED, CANCELLED, UNEXPECTED = (
+    range(1, len(OUTCOMES) + 1)
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One soak's shape. Times are virtual seconds on the loop clock."""
+
+    calls: int = DEFAULT_CALLS
+    """Calls made in all."""
+    concurrency: int = 1_000
+    """Worker tasks, each making one call at a time."""
+    seed: int = 0
+    """Seeds every random draw (worker pauses, latencies, faults, jitter)."""
+    think: float = 0.1
+    """Mean pause of a worker between two calls (uniform in [0, 2 * think])."""
+    latency: tuple[float, float] = (0.001, 0.02)
+    """The downstream's answer time, uniform in this range."""
+    spike_rate: float = 0.01
+    """Share of attempts that stall for ``spike`` seconds, past the timeout."""
+    spike: float = 0.5
+    degraded_failure_rate: float = 0.3
+    """Share of attempts refused (``ConnectionError``) in the degraded phase."""
+    cancel_rate: float = 0.05
+    """Share of callers cancelled from outside..."""
+    cancel_within: float = 0.012
+    """...at a moment uniform in this many seconds after their call starts."""
+    fallback_share: float = 0.5
+    """Share of calls that accept a fallback answer."""
+    timeout: float = 0.05
+    max_concurrent: int = 100
+    max_wait: float = 0.005
+    max_queue: int = 20
+    attempts: int = 3
+    backoff_initial: float = 0.005
+    backoff_max: float = 0.05
+    window: float = 0.25
+    bucket: float = 0.05
+    minimum_calls: int = 50
+    failure_rate_threshold: float = 0.5
+    open_duration: float = 0.1
+    open_duration_multiplier: float = 2.0
+    open_duration_max: float = 0.4
+    half_open_max_calls: int = 5
+    tick: float = 0.005
+    """How often the monitor checks the bulkhead."""
+    trace_memory: bool = True
+    """Run under tracemalloc (the memory check; it slows the run down about 3.5 times)."""
+    memory_samples: int = 8
+    """Memory samples (each after a full garbage collection) in each of the two tenths."""
+    memory_slack: int = 512 * 1024
+    """Bytes the last tenth may sit above the first tenth (besides growth per call)..."""
+    memory_per_call: float = 2.0
+    """...plus this many bytes per call."""
+    max_cycle_garbage: float = 0.25
+    """Objects per call the cycle collector may free (errors caught in reference cycles)."""
+
+    @property
+    def attempt_max(self) -> float:
+        """The longest an attempt can hold a breaker permit: the bulkhead wait plus the timeout."""
+        return self.max_wait + self.timeout
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackAnswer:
+    """What the fallback answers: the kind of error it replaced."""
+
+    replaced: str
+
+
+_ANSWERS = {k: FallbackAnswer(k) for k in ("open", "bulkhead", "timeout", "failed", "other")}
+
+# Whether the running call accepts a fallback answer (set by each worker per call).
+_wants_fallback: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "soak_wants_fallback", default=False
+)
+
+
+def _asyncio_task() -> asyncio.Task[Any] | None:
+    """The running asyncio task; ``None`` on trio."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no asyncio loop running
+        return None
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, CircuitOpenError):
+        return "open"
+    if isinstance(exc, BulkheadFullError):
+        return "bulkhead"
+    if isinstance(exc, TimeoutExceeded):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "failed"
+    return "other"
+
+
+def _fallback_handler(exc: Exception) -> FallbackAnswer:
+    return _ANSWERS[_error_kind(exc)]
+
+
+def _fallback_wanted(exc: BaseException) -> bool:
+    return _wants_fallback.get()
+
+
+class Violations:
+    """Every broken invariant, counted by kind; the first messages of each are kept."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.messages: list[str] = []
+
+    def add(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] <= 5:
+            self.messages.append(f"{kind}: {message}")
+
+    def check(self, ok: bool, kind: str, message: str) -> None:
+        if not ok:
+            self.add(kind, message)
+
+
+class Tally:
+    """An observer counting every event by its facts; keeps the breaker's transitions.
+
+    Keys: ``("finished", kind, outcome, error)``, ``("rejected", kind, reason)``,
+    ``("changed", old, new)``, ``("retry", error)``, ``("gave_up", reason,
+    error)``, ``("timed_out",)``, ``("fallback", error)``, ``("acquired",)``,
+    ``("released",)``.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str | None, ...]] = Counter()
+        self.transitions: list[tuple[float, str, str]] = []
+        self.breaker_state = "closed"
+        self.period = 0  # one more at every breaker transition
+
+    def __call__(self, e: Event) -> None:
+        t = type(e)
+        key: tuple[str | None, ...]
+        if t is CallFinished:
+            assert isinstance(e, CallFinished)
+            key = ("finished", e.kind, e.outcome, e.error)
+        elif t is CallRejected:
+            assert isinstance(e, CallRejected)
+            key = ("rejected", e.kind, e.reason)
+        elif t is StateChanged:
+            assert isinstance(e, StateChanged)
+            key = ("changed", e.old, e.new)
+            self.transitions.append((anyio.current_time(), e.old, e.new))
+            self.breaker_state = e.new
+            self.period += 1
+        elif t is RetryScheduled:
+            assert isinstance(e, RetryScheduled)
+            key = ("retry", e.error)
+        elif t is RetryGaveUp:
+            assert isinstance(e, RetryGaveUp)
+            key = ("gave_up", e.reason, e.error)
+        elif t is TimedOut:
+            key = ("timed_out",)
+        elif t is FallbackUsed:
+            assert isinstance(e, FallbackUsed)
+            key = ("fallback", e.error)
+        elif t is PermitAcquired:
+            key = ("acquired",)
+        elif t is PermitReleased:
+            key = ("released",)
+        else:
+            key = ("other", t.__name__)
+        self.counts[key] += 1
+
+    def n(self, *prefix: str | None) -> int:
+        """Events whose key starts with ``prefix``."""
+        k = len(prefix)
+        return sum(c for key, c in self.counts.items() if key[:k] == prefix)
+
+
+class TrialProbe(Policy):
+    """Between the breaker and the bulkhead: counts the trials out in each half-open period.
+
+    The breaker admits a call and starts it without an await in between, so
+    the probe sees the period that admitted the call. A trial stays out until
+    its outcome is recorded; one that ends ignored (a bulkhead rejection) or
+    cancelled gives its permit back and may be replaced, so the cap bounds
+    the trials out at once, not those admitted.
+    """
+
+    kind = "soak_probe"
+
+    def __init__(self, tally: Tally, cap: int, violations: Violations) -> None:
+        super().__init__("soak-probe")
+        self._tally = tally
+        self._cap = cap
+        self._violations = violations
+        self._period = -1
+        self.out = 0  # trials out in the current half-open period
+        self.peak = 0
+        self.admitted = 0
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        tally = self._tally
+        if tally.breaker_state != "half_open":
+            return await fn(*args, **kwargs)
+        period = tally.period
+        if period != self._period:
+            self._period = period
+            self.out = 0
+        self.out += 1
+        self.admitted += 1
+        self.peak = max(self.peak, self.out)
+        self._violations.check(
+            self.out <= self._cap,
+            "half_open_cap",
+            f"{self.out} trials out in one half-open period (cap {self._cap})",
+        )
+        try:
+            return await fn(*args, **kwargs)
+        except BulkheadFullError:  # ignored by the breaker: permit returned
+            self._give_back(period)
+            raise
+        except Exception:  # recorded: the trial stays counted
+            raise
+        except BaseException:  # cancelled: permit returned
+            self._give_back(period)
+            raise
+
+    def _give_back(self, period: int) -> None:
+        if self._period == period and self._tally.period == period:
+            self.out -= 1
+
+
+class Downstream:
+    """The scripted service: answers after a random latency, checks the bulkhead from inside."""
+
+    def __init__(self, config: Config, bulkhead: Bulkhead, violations: Violations) -> None:
+        self._low, self._high = config.latency
+        self._limit = config.max_concurrent
+        self._bulkhead = bulkhead
+        self._violations = violations
+        self._rng = random.Random(config.seed + 1)
+        self.running = 0
+        self.peak = 0
+        self.entered = 0
+        self.returned = 0
+
+    async def __call__(self, i: int) -> int:
+        self.entered += 1
+        self.running = running = self.running + 1
+        try:
+            if running > self.peak:
+                self.peak = running
+                self._violations.check(
+                    running <= self._limit,
+                    "bulkhead_limit",
+                    f"{running} calls inside a bulkhead of {self._limit}",
+                )
+            active = self._bulkhead.active
+            if active > self._limit or active < running:
+                self._violations.add(
+                    "bulkhead_active", f"active={active} with {running} calls inside"
+                )
+            await anyio.sleep(self._rng.uniform(self._low, self._high))
+            self.returned += 1
+            return i
+        finally:
+            self.running -= 1
+
+
+class _Victim:
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.scope: anyio.CancelScope | None = scope
+
+
+class Monkey:
+    """Cancels callers from outside: a task of its own cancels each victim's scope when due."""
+
+    def __init__(self, tick: float) -> None:
+        self._tick = tick
+        self._due: list[tuple[float, int, _Victim]] = []
+        self._seq = 0
+        self.fired = 0  # cancellations sent to calls still running
+
+    def schedule(self, when: float, victim: _Victim) -> None:
+        self._seq += 1
+        heapq.heappush(self._due, (when, self._seq, victim))
+
+    async def run(self) -> None:
+        due = self._due
+        while True:
+            await anyio.sleep(self._tick)
+            now = anyio.current_time()
+            while due and due[0][0] <= now:
+                scope = heapq.heappop(due)[2].scope
+                if scope is not None:  # else: the call already ended
+                    scope.cancel()
+                    self.fired += 1
+
+
+@dataclass
+class Report:
+    """One soak's figures and its broken invariants (``violations``: empty when all held)."""
+
+    backend: str
+    config: Config
+    wall: float = 0.0
+    virtual: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    fallback_for: dict[str, int] = field(default_factory=dict)
+    attempts: int = 0
+    retries: int = 0
+    cancels_targeted: int = 0
+    cancels_fired: int = 0
+    transitions: dict[str, int] = field(default_factory=dict)
+    phase_starts: list[float] = field(default_factory=list)
+    opened_after: float | None = None
+    closed_after: float | None = None
+    bulkhead_peak: int = 0
+    bulkhead_inside_peak: int = 0
+    trials_peak: int = 0
+    trials_admitted: int = 0
+    memory_first: int = 0
+    memory_last: int = 0
+    memory_peak: int = 0
+    gc_collected: int = 0
+    violations: list[str] = field(default_factory=list)
+    violation_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.config.calls / self.wall if self.wall else 0.0
+
+
+class Soak:
+    """One run: builds the pipeline, drives the load, checks as it goes and at the end."""
+
+    def __init__(self, config: Config, backend: str) -> None:
+        self.config = c = config
+        self.report = Report(backend, config)
+        self.violations = Violations()
+        self.tally = Tally()
+        self.registry = CollectorRegistry()
+        self.prometheus = PrometheusObserver(self.registry)
+        observers = (self.tally, self.prometheus)
+        self.fallback = Fallback(
+            _fallback_handler, on=_fallback_wanted, name="soak-fallback", observers=observers
+        )
+        self.retry = Retry(
+            "soak-retry",
+            attempts=c.attempts,
+            backoff=Backoff.exponential(c.backoff_initial, maximum=c.backoff_max),
+            observers=observers,
+            rng=random.Random(c.seed + 2),
+        )
+        self.breaker = CircuitBreaker(
+            "soak-breaker",
+            failure_rate_threshold=c.failure_rate_threshold,
+            window=TimeWindow(c.window, bucket=c.bucket),
+            minimum_calls=c.minimum_calls,
+            open_duration=c.open_duration,
+            open_duration_multiplier=c.open_duration_multiplier,
+            open_duration_max=c.open_duration_max,
+            half_open_max_calls=c.half_open_max_calls,
+            ignore=(BulkheadFullError,),  # a full bulkhead says nothing about the downstream
+            observers=observers,
+        )
+        self.probe = TrialProbe(self.tally, c.half_open_max_calls, self.violations)
+        self.bulkhead = Bulkhead(
+            "soak-bulkhead",
+            c.max_concurrent,
+            max_wait=c.max_wait,
+            max_queue=c.max_queue,
+            observers=observers,
+        )
+        self.timeout = Timeout(c.timeout, name="soak-timeout", observers=observers)
+        self.phase = HEALTHY
+        self.spikes = InjectLatency(
+            "soak-spikes", seconds=c.spike, rate=c.spike_rate, seed=c.seed + 3
+        )
+        self.degraded = InjectFault(
+            "soak-degraded",
+            error=ConnectionError,
+            rate=c.degraded_failure_rate,
+            enabled=lambda: self.phase == DEGRADED,
+            seed=c.seed + 4,
+        )
+        self.outage = InjectFault(
+            "soak-outage", error=ConnectionError, enabled=lambda: self.phase == OUTAGE
+        )
+        self.downstream = Downstream(c, self.bulkhead, self.violations)
+        self.pipeline = Pipeline(
+            self.fallback,
+            self.retry,
+            self.breaker,
+            self.probe,
+            self.bulkhead,
+            self.timeout,
+            self.spikes,
+            self.degraded,
+            self.outage,
+            name="soak",
+        )
+        self.call = self.pipeline(self.downstream)
+        self.monkey = Monkey(c.tick)
+        self.rng = random.Random(c.seed)
+        self.codes = bytearray(c.calls)
+        self.counts = [0] * (len(OUTCOMES) + 1)
+        self.fallback_for: Counter[str] = Counter()
+        self.attempts = 0
+        self.issued = 0
+        self.in_flight = 0
+        bounds, total = [], 0.0
+        for _, share in PHASES[:-1]:
+            total += share
+            bounds.append(round(c.calls * total))
+        self.bounds = [*bounds, c.calls + 1]  # call ids that start each next phase
+        self.phase_starts: list[float] = []
+        # Memory samples: at these numbers of calls issued, in the first tenth
+        # of the calls after the ramp-up (each worker's first two calls, while
+        # the calls in flight still grow) and in the last tenth.
+        k, tenth = c.memory_samples, c.calls // 10
+        ramp = 2 * c.concurrency
+        first = [ramp + tenth * j // k for j in range(k)]
+        last = [c.calls - tenth + tenth * j // k for j in range(k)]
+        self.sample_at = [*first, *last] if c.trace_memory else []
+        self.samples: list[tuple[int, int]] = []  # (calls issued, traced bytes)
+        self.active_peak = 0
+
+    # -- the load ---------------------------------------------------------------
+
+    async def worker(self) -> None:
+        c = self.config
+        rng = self.rng
+        think = 2.0 * c.think
+        call = self.call
+        codes = self.codes
+        task = _asyncio_task()  # None on trio
+        while True:
+            await anyio.sleep(rng.uniform(0.0, think))
+            i = self.issued
+            if i >= c.calls:
+                return
+            self.issued = i + 1
+            if i >= self.bounds[self.phase]:
+                self.phase += 1
+                self.phase_starts.append(anyio.current_time())
+            _wants_fallback.set(rng.random() < c.fallback_share)
+            scope = anyio.CancelScope()
+            victim = None
+            if rng.random() < c.cancel_rate:
+                victim = _Victim(scope)
+                self.report.cancels_targeted += 1
+                self.monkey.schedule(
+                    anyio.current_time() + rng.uniform(0.0, c.cancel_within), victim
+                )
+            code = 0
+            self.in_flight += 1
+            with call_context() as ctx, scope:
+                try:
+                    result: object = await call(i)
+                except CircuitOpenError:
+                    code = REJECTED_OPEN
+                except BulkheadFullError:
+                    code = REJECTED_BULKHEAD
+                except TimeoutExceeded:
+                    code = TIMED_OUT
+                except ConnectionError:
+                    code = FAILED
+                except Exception as exc:
+                    code = UNEXPECTED
+                    self.violations.add("unexpected", f"call {i} raised {exc!r}")
+                else:
+                    if type(result) is FallbackAnswer:
+                        code = FALLBACK
+                        self.fallback_for[result.replaced] += 1
+                    elif result == i:
+                        code = SUCCESS
+                    else:
+                        code = UNEXPECTED
+                        self.violations.add("unexpected", f"call {i} returned {result!r}")
+            self.in_flight -= 1
+            if victim is not None:
+                victim.scope = None
+            if task is not None and task.cancelling():
+                # A cancellation requested of the task and never taken back
+                # (task.uncancel) would cancel its next await, outside the call.
+                self.violations.add(
+                    "cancel_state", f"call {i} left its task cancelling ({task.cancelling()})"
+                )
+                while task.uncancel():
+                    pass
+            if scope.cancelled_caught:
+                if code:
+                    self.violations.add("ledger", f"call {i} ended as {code} and cancelled")
+                code = CANCELLED
+            self.attempts += ctx.attempt
+            if codes[i]:
+                self.violations.add("ledger", f"call {i} accounted twice")
+            codes[i] = code
+            self.counts[code] += 1
+
+    async def monitor(self) -> None:
+        """Every ``tick``: the bulkhead's own figures, and a memory sample."""
+        c = self.config
+        bulkhead = self.bulkhead
+        check = self.violations.check
+        samples = self.samples
+        sample_at = self.sample_at
+        while True:
+            active, waiting = bulkhead.active, bulkhead.waiting
+            self.active_peak = max(self.active_peak, active)
+            check(0 <= active <= c.max_concurrent, "bulkhead_active", f"active={active}")
+            check(waiting <= c.max_queue, "bulkhead_queue", f"waiting={waiting}")
+            check(
+                not waiting or active == c.max_concurrent,
+                "bulkhead_idle_waiters",
+                f"{waiting} waiting with active={active}",
+            )
+            if sample_at and self.issued >= sample_at[0]:
+                del sample_at[0]
+                # Garbage in reference cycles is not a leak: collect it first.
+                gc.collect()
+                samples.append((self.issued, tracemalloc.get_traced_memory()[0]))
+            await anyio.sleep(c.tick)
+
+    async def main(self) -> None:
+        baseline = len(anyio.get_running_tasks())
+        start = anyio.current_time()
+        self.phase_starts.append(start)
+        async with anyio.create_task_group() as helpers:
+            helpers.start_soon(self.monkey.run)
+            helpers.start_soon(self.monitor)
+            async with anyio.create_task_group() as workers:
+                for _ in range(self.config.concurrency):
+                    workers.start_soon(self.worker)
+            helpers.cancel_scope.cancel()
+        self.report.virtual = anyio.current_time() - start
+        left = len(anyio.get_running_tasks()) - baseline
+        self.violations.check(left == 0, "tasks_left", f"{left} tasks still running")
+        self.check_end()
+
+    # -- the end ----------------------------------------------------------------
+
+    def check_end(self) -> None:
+        c = self.config
+        v = self.violations
+        t = self.tally
+        r = self.report
+        n = dict(zip(OUTCOMES, self.counts[1:], strict=True))
+        r.outcomes = n
+        r.fallback_for = dict(self.fallback_for)
+        r.attempts = self.attempts
+        r.retries = t.n("retry")
+        r.cancels_fired = self.monkey.fired
+        r.phase_starts = list(self.phase_starts)
+        r.bulkhead_peak = self.active_peak
+        r.bulkhead_inside_peak = self.downstream.peak
+        r.trials_peak = self.probe.peak
+        r.trials_admitted = self.probe.admitted
+
+        def same(what: str, *values: int) -> None:
+            v.check(len(set(values)) == 1, "reconcile", f"{what}: {values}")
+
+        # Every call exactly once.
+        missing = self.codes.count(0)
+        v.check(missing == 0, "ledger", f"{missing} calls never accounted")
+        same("calls issued, accounted", self.issued, sum(self.counts), c.calls)
+        v.check(n["unexpected"] == 0, "ledger", f"{n['unexpected']} unexpected outcomes")
+
+        # The end state: nothing held, nothing running.
+        b = self.bulkhead
+        v.check(b.active == 0 and b.waiting == 0, "end", f"bulkhead {b.active}/{b.waiting}")
+        v.check(self.in_flight == 0, "end", f"{self.in_flight} calls in flight")
+        v.check(self.downstream.running == 0, "end", f"{self.downstream.running} downstream")
+
+        # The ledger against the events.
+        fb = self.fallback_for
+        same("fallback answers: ledger, FallbackUsed", n["fallback"], t.n("fallback"))
+        breaker_rejected = t.n("rejected", "circuit_breaker")
+        same(
+            "breaker rejections: ledger (open + fallback for open), CallRejected, "
+            "metrics.not_permitted_calls",
+            n["rejected_open"] + fb["open"],
+            breaker_rejected,
+            self.breaker.metrics.not_permitted_calls,
+        )
+        bulkhead_rejected = t.n("rejected", "bulkhead")
+        same(
+            "bulkhead rejections: ledger (bulkhead + fallback for bulkhead), CallRejected, "
+            "breaker ignored",
+            n["rejected_bulkhead"] + fb["bulkhead"],
+            bulkhead_rejected,
+            t.n("finished", "circuit_breaker", "ignored"),
+        )
+        same(
+            "timeouts: TimedOut, breaker failures by TimeoutExceeded",
+            t.n("timed_out"),
+            t.n("finished", "circuit_breaker", "failure", "TimeoutExceeded"),
+        )
+        same(
+            "calls timed out: ledger (timed out + fallback for timeout), RetryGaveUp",
+            n["timed_out"] + fb["timeout"],
+            t.n("gave_up", "attempts", "TimeoutExceeded"),
+        )
+        same(
+            "calls failed: ledger (failed + fallback for failed), RetryGaveUp",
+            n["failed"] + fb["failed"],
+            t.n("gave_up", "attempts", "ConnectionError"),
+        )
+        same(
+            "refusals: injected, breaker failures by ConnectionError",
+            self.degraded.injected + self.outage.injected,
+            t.n("finished", "circuit_breaker", "failure", "ConnectionError"),
+        )
+        same(
+            "successes: ledger, downstream answers, breaker successes",
+            n["success"],
+            self.downstream.returned,
+            t.n("finished", "circuit_breaker", "success"),
+        )
+        breaker_finished = t.n("finished", "circuit_breaker")
+        same("attempts: ledger, breaker", self.attempts, breaker_rejected + breaker_finished)
+        # A cancelled call was cancelled inside the breaker, or in a backoff
+        # sleep (a retry scheduled but never attempted); nowhere else awaits.
+        # Cancellations come at random instants, never at the very instant a
+        # call ends: each one sent to a running call must end it as cancelled.
+        same("cancellations: sent to running calls, ledger", self.monkey.fired, n["cancelled"])
+        in_backoff = r.retries - (self.attempts - c.calls)
+        same(
+            "cancellations: ledger, breaker cancelled + cancelled in backoff",
+            n["cancelled"],
+            t.n("finished", "circuit_breaker", "cancelled") + in_backoff,
+        )
+        same(
+            "permits: acquired, released, calls through the timeout",
+            t.n("acquired"),
+            t.n("released"),
+            self.spikes.call_count,
+        )
+
+        # The events against Prometheus.
+        reg = self.registry
+
+        def prom(metric: str, /, **labels: str) -> int:
+            value = reg.get_sample_value(metric, labels)
+            return 0 if value is None else round(value)
+
+        calls = "resilient_calls_total"
+        same(
+            "prometheus fallbacks",
+            n["fallback"],
+            prom(calls, kind="fallback", name="soak-fallback", outcome="fallback"),
+            prom("resilient_fallbacks_total", kind="fallback", name="soak-fallback",
+                 strategy="soak-fallback"),
+        )  # fmt: skip
+        for outcome in ("success", "failure", "ignored", "cancelled"):
+            same(
+                f"prometheus breaker {outcome}",
+                t.n("finished", "circuit_breaker", outcome),
+                prom(calls, kind="circuit_breaker", name="soak-breaker", outcome=outcome),
+            )
+        same(
+            "prometheus breaker rejected",
+            breaker_rejected,
+            prom(calls, kind="circuit_breaker", name="soak-breaker", outcome="rejected"),
+        )
+        for reason in ("open", "half_open_full"):
+            same(
+                f"prometheus breaker rejections {reason}",
+                t.n("rejected", "circuit_breaker", reason),
+                prom("resilient_rejections_total", kind="circuit_breaker", name="soak-breaker",
+                     reason=reason),
+            )  # fmt: skip
+        same(
+            "prometheus breaker durations",
+            breaker_finished,
+            prom("resilient_call_duration_seconds_count", kind="circuit_breaker",
+                 name="soak-breaker"),
+        )  # fmt: skip
+        for reason in ("queue_full", "max_wait"):
+            same(
+                f"prometheus bulkhead {reason}",
+                t.n("rejected", "bulkhead", reason),
+                prom("resilient_rejections_total", kind="bulkhead", name="soak-bulkhead",
+                     reason=reason),
+            )  # fmt: skip
+        same(
+            "prometheus timeouts",
+            t.n("timed_out"),
+            prom(calls, kind="timeout", name="soak-timeout", outcome="timeout"),
+        )
+        retries = sum(
+            prom("resilient_retries_total", name="soak-retry", error=e)
+            for e in ("ConnectionError", "TimeoutExceeded")
+        )
+        same("prometheus retries", r.retries, retries)
+        same(
+            "prometheus give-ups",
+            t.n("gave_up"),
+            prom("resilient_retry_give_ups_total", name="soak-retry", reason="attempts"),
+        )
+        pairs = Counter((old, new) for _, old, new in t.transitions)
+        r.transitions = {f"{old}->{new}": k for (old, new), k in sorted(pairs.items())}
+        for (old, new), k in pairs.items():
+            same(
+                f"prometheus transitions {old}->{new}",
+                k,
+                prom("resilient_circuit_breaker_transitions_total", name="soak-breaker",
+                     from_state=old, to_state=new),
+            )  # fmt: skip
+        for gauge in ("resilient_bulkhead_active", "resilient_bulkhead_waiting"):
+            same(f"prometheus {gauge} at the end", 0, prom(gauge, name="soak-bulkhead"))
+
+        self.check_breaker()
+        self.check_memory()
+
+    def check_breaker(self) -> None:
+        """The breaker follows the outage: closed before it, open in it, closed after it."""
+        c = self.config
+        v = self.violations
+        r = self.report
+        transitions = self.tally.transitions
+        starts = self.phase_starts
+        if len(starts) < len(PHASES):
+            v.add("breaker", f"only {len(starts)} phases ran")
+            return
+        outage, recovery = starts[OUTAGE], starts[RECOVERY]
+        before = [tr for tr in transitions if tr[0] < outage]
+        v.check(not before, "breaker", f"transitions before the outage: {before[:3]}")
+        # Every attempt that started in the outage fails: once the window
+        # holds nothing older, the failure rate is 100 %. Attempts started
+        # before it end within attempt_max; outcomes leave the window within
+        # window + bucket.
+        bound = c.attempt_max + c.window + c.bucket
+        opened = [t for t, _, new in transitions if new == "open" and t >= outage]
+        if not opened:
+            self._never(recovery - outage, bound, "opened in the outage")
+            return
+        r.opened_after = opened[0] - outage
+        v.check(
+            r.opened_after <= bound,
+            "breaker",
+            f"opened {r.opened_after:.3f}s into the outage (bound {bound:.3f}s)",
+        )
+        closed_in_outage = [
+            t for t, _, new in transitions if new == "closed" and outage < t < recovery
+        ]
+        v.check(not closed_in_outage, "breaker", f"closed in the outage at {closed_in_outage[:3]}")
+        # After the recovery: trials admitted in the outage end within
+        # attempt_max (and re-open it), it stays open at most
+        # open_duration_max, then trials run (attempt_max) and close it; calls
+        # arrive every fraction of a millisecond, hence the 10 ms of slack.
+        bound = 2 * c.attempt_max + c.open_duration_max + 0.01
+        closed = [t for t, _, new in transitions if new == "closed" and t >= recovery]
+        if not closed:
+            self._never(starts[HEALTHY] + r.virtual - recovery, bound, "closed in the recovery")
+            return
+        r.closed_after = closed[0] - recovery
+        v.check(
+            r.closed_after <= bound,
+            "breaker",
+            f"closed {r.closed_after:.3f}s into the recovery (bound {bound:.3f}s)",
+        )
+        after = [tr for tr in transitions if tr[0] > closed[0]]
+        v.check(not after, "breaker", f"transitions after closing in recovery: {after[:3]}")
+
+    def _never(self, lasted: float, bound: float, what: str) -> None:
+        """The breaker never did ``what`` in a phase that ``lasted`` seconds: was it long enough?"""
+        if lasted <= bound:
+            self.violations.add(
+                "scenario",
+                f"the breaker never {what}, but the phase lasted only {lasted:.3f}s "
+                f"(it may take {bound:.3f}s): run more calls",
+            )
+        else:
+            self.violations.add("breaker", f"never {what} ({lasted:.3f}s)")
+
+    def check_memory(self) -> None:
+        """Traced memory in the last tenth of the calls vs the first (medians of the samples)."""
+        c = self.config
+        if not c.trace_memory:
+            return
+        r = self.report
+        tenth = c.calls // 10
+        first = [b for issued, b in self.samples if issued < 2 * c.concurrency + tenth]
+        last = [b for issued, b in self.samples if issued >= c.calls - tenth]
+        if len(first) < c.memory_samples or len(last) < c.memory_samples:
+            self.violations.add("memory", f"too few samples ({len(first)}, {len(last)})")
+            return
+        r.memory_first = round(statistics.median(first))
+        r.memory_last = round(statistics.median(last))
+        allowed = c.memory_slack + c.memory_per_call * c.calls
+        grew = r.memory_last - r.memory_first
+        self.violations.check(
+            grew <= allowed,
+            "memory",
+            f"traced memory grew {grew / 1024:.0f} KiB from the first tenth to the last "
+            f"(allowed {allowed / 1024:.0f} KiB)",
+        )
+
+
+def run_soak(config: Config | None = None, backend: str = "asyncio") -> Report:
+    """Run one soak on ``backend`` in virtual time; the report lists what broke, if anything."""
+    config = config or Config()
+    collected = 0
+
+    def count_collected(phase: str, info: dict[str, int]) -> None:
+        nonlocal collected
+        if phase == "stop":
+            collected += info["collected"]
+
+    gc.collect()
+    if config.trace_memory:
+        tracemalloc.start()
+    gc.callbacks.append(count_collected)
+    try:
+        soak = Soak(config, backend)  # after tracemalloc starts: its allocations count too
+        started = time.perf_counter()
+        anyio.run(soak.main, backend=backend, backend_options=virtual_backend_options(backend))
+        soak.report.wall = time.perf_counter() - started
+        if config.trace_memory:
+            soak.report.memory_peak = tracemalloc.get_traced_memory()[1]
+        gc.collect()  # what the run left in cycles counts too
+    finally:
+        gc.callbacks.remove(count_collected)
+        if config.trace_memory:
+            tracemalloc.stop()
+    per_call = collected / config.calls
+    soak.violations.check(
+        per_call <= config.max_cycle_garbage,
+        "memory",
+        f"{per_call:.2f} objects per call left in reference cycles "
+        f"(at most {config.max_cycle_garbage})",
+    )
+    soak.report.gc_collected = collected
+    report = soak.report
+    report.violations = soak.violations.messages
+    report.violation_counts = dict(soak.violations.counts)
+    soak.prometheus.unregister()
+    return report
+
+
+def format_reports(reports: Sequence[Report]) -> str:
+    """One table: a row per figure, a column per run."""
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, fn: Callable[[Report], Any]) -> None:
+        rows.append((label, [str(fn(r)) for r in reports]))
+
+    row("backend", lambda r: r.backend)
+    row("calls", lambda r: f"{r.config.calls:,}")
+    row("wall time (s)", lambda r: f"{r.wall:.1f}")
+    row("calls/s (wall)", lambda r: f"{r.calls_per_second:,.0f}")
+    row("virtual time (s)", lambda r: f"{r.virtual:.1f}")
+    for name in OUTCOMES:
+        row(f"  {name}", _count(lambda r: r.outcomes, name))
+    for kind in ("open", "bulkhead", "timeout", "failed"):
+        row(f"  fallback for {kind}", _count(lambda r: r.fallback_for, kind))
+    row("attempts", lambda r: f"{r.attempts:,}")
+    row("retries", lambda r: f"{r.retries:,}")
+    row("cancels targeted/sent", lambda r: f"{r.cancels_targeted:,}/{r.cancels_fired:,}")
+    keys = sorted({k for r in reports for k in r.transitions})
+    for key in keys:
+        row(f"  {key}", _count(lambda r: r.transitions, key))
+    row("opened into outage (s)", lambda r: _seconds(r.opened_after))
+    row("closed into recovery (s)", lambda r: _seconds(r.closed_after))
+    row("bulkhead active peak", lambda r: f"{r.bulkhead_peak}/{r.config.max_concurrent}")
+    row("  in the downstream", lambda r: f"{r.bulkhead_inside_peak}/{r.config.max_concurrent}")
+    row("half-open trials peak", lambda r: f"{r.trials_peak}/{r.config.half_open_max_calls}")
+    row(
+        "memory first/last tenth",
+        lambda r: _memory(r, f"{_mib(r.memory_first)}/{_mib(r.memory_last)} MiB"),
+    )
+    row("peak memory (MiB)", lambda r: _memory(r, _mib(r.memory_peak)))
+    row("cycle garbage (objects/call)", lambda r: f"{r.gc_collected / r.config.calls:.3f}")
+    row("violations", lambda r: sum(r.violation_counts.values()))
+    width = max(len(label) for label, _ in rows)
+    cols = [max(len(cells[i]) for _, cells in rows) for i in range(len(reports))]
+    lines = []
+    for label, cells in rows:
+        lines.append(
+            f"{label:<{width}}  " + "  ".join(f"{x:>{w}}" for x, w in zip(cells, cols, strict=True))
+        )
+    return "\n".join(lines)
+
+
+def _count(pick: Callable[[Report], dict[str, int]], key: str) -> Callable[[Report], str]:
+    return lambda r: f"{pick(r).get(key, 0):,}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _memory(report: Report, figure: str) -> str:
+    return figure if report.config.trace_memory else "not traced"
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.1f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the soak on the chosen backends, print the table; 1 on any violation."""
+    parser = argparse.ArgumentParser(prog="soak", description=(__doc__ or "").split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--calls", type=int, default=DEFAULT_CALLS, help="calls in all")
+    size.add_argument("--quick", action="store_true", help=f"{QUICK_CALLS:,} calls (the CI size)")
+    parser.add_argument("--backend", choices=("asyncio", "trio", "both"), default="both")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-trace-memory", action="store_true", help="skip tracemalloc and the memory check"
+    )
+    args = parser.parse_args(argv)
+    calls = QUICK_CALLS if args.quick else args.calls
+    if calls < 20_000:
+        parser.error(f"--calls must be at least 20000, got {calls}")
+    config = Config(calls=calls, seed=args.seed, trace_memory=not args.no_trace_memory)
+    backends = ("asyncio", "trio") if args.backend == "both" else (args.backend,)
+    reports = [run_soak(config, backend) for backend in backends]
+    print(format_reports(reports))
+    failed = False
+    for report in reports:
+        for message in report.violations:
+            failed = True
+            print(f"[{report.backend}] {message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
