@@ -98,7 +98,9 @@ class Conversation:
     """One chat's persisted state: the decision state, the open flow, the history.
 
     ``version`` grows by one on every save; a store refuses nothing on it, but
-    the tests use it to prove that no update of a chat was lost.
+    the tests use it to prove that no update of a chat was lost. ``recent``:
+    when the chat's last accepted messages came (Unix time, for the per-chat
+    rate limit; kept with the state so that every replica sees the same).
     """
 
     state: DecisionState = DecisionState.IDLE
@@ -107,6 +109,7 @@ class Conversation:
     awaiting: str | None = None
     history: list[Turn] = field(default_factory=list)
     version: int = 0
+    recent: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +119,7 @@ class Conversation:
             "awaiting": self.awaiting,
             "history": [t.to_json() for t in self.history],
             "version": self.version,
+            "recent": list(self.recent),
         }
 
     @classmethod
@@ -127,6 +131,7 @@ class Conversation:
             awaiting=data.get("awaiting"),
             history=[Turn.from_json(t) for t in data.get("history", [])],
             version=int(data.get("version", 0)),
+            recent=[float(t) for t in data.get("recent", [])],
         )
 
 

@@ -32,16 +32,25 @@ state store           Retry ``state-store`` (3 attempts, 50 ms..)      a locked 
 The numbers are the production defaults of :class:`~.config.Timings`; the
 demo and the tests shrink them through it. One :class:`BotPolicies` is built
 per bot instance by the composition root (no module-level policy objects, so
-two bots in one process never share a breaker).
+two bots in one process never share a breaker, unless they share a store).
+
+Replicas share their breakers through a breaker store: with a Redis state
+store, :func:`breaker_store` builds ``resilient.stores.redis.RedisStore`` on
+the same Redis client, and every breaker (``llm-primary``, ``llm-secondary``,
+``telegram-api``) gets ``store=`` it, so an LLM outage seen by one replica
+opens the breaker for all of them.
 """
 
 from __future__ import annotations
 
 import email.utils
+import importlib
+import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 import redis.exceptions
@@ -60,6 +69,7 @@ from resilient import (
     CountWindow,
     Observer,
     Pipeline,
+    Policy,
     Retry,
     Timeout,
     TimeoutExceeded,
@@ -71,6 +81,7 @@ from .config import Timings
 __all__ = [
     "BotPolicies",
     "ModelPolicies",
+    "breaker_store",
     "build_policies",
     "is_llm_failure",
     "is_rate_limited",
@@ -78,6 +89,8 @@ __all__ = [
     "telegram_retry_after",
 ]
 
+
+log = logging.getLogger("examples.telegram_bot.policies")
 
 # --- what counts as what ------------------------------------------------------
 
@@ -181,9 +194,55 @@ class BotPolicies:
     chat_action: Timeout
     poll: Pipeline
     store: Pipeline
+    shared_breakers: bool = False  # the breakers keep their state in a shared store
+
+    def every(self) -> tuple[Policy, ...]:
+        """Every policy of the bot, pipelines opened up (for ``/health``)."""
+        seen: dict[int, Policy] = {}
+
+        def walk(policy: Policy) -> Iterator[Policy]:
+            yield policy
+            for inner in getattr(policy, "policies", ()):
+                yield from walk(inner)
+
+        roots: list[Policy] = [
+            self.primary.pipeline,
+            self.secondary.pipeline,
+            self.tools,
+            self.analytics,
+            self.send,
+            self.chat_action,
+            self.poll,
+            self.store,
+        ]
+        for root in roots:
+            for policy in walk(root):
+                seen.setdefault(id(policy), policy)
+        return tuple(seen.values())
 
 
-def _model(role: str, core: Bulkhead, t: Timings, obs: Sequence[Observer]) -> ModelPolicies:
+# --- the breaker store (shared by replicas) -------------------------------------------
+#
+# SEAM: resilient.stores.redis.RedisStore(client, *, prefix=...) is being written in
+# parallel with this example. Until it can be imported, breaker_store() returns None:
+# each replica then keeps its breakers to itself (the bot works, but an outage seen by
+# one replica does not open the others' breakers). Nothing else changes once it lands.
+
+
+def breaker_store(client: Any, prefix: str) -> Any:
+    """A breaker store on ``client`` (redis.asyncio) under ``prefix``, or ``None``
+    when ``resilient.stores.redis`` is not available in this version of resilient."""
+    try:
+        module = importlib.import_module("resilient.stores.redis")
+    except ImportError as exc:
+        log.warning("shared breakers unavailable (%s): each replica keeps its own", exc)
+        return None
+    return module.RedisStore(client, prefix=prefix)
+
+
+def _model(
+    role: str, core: Bulkhead, t: Timings, obs: Sequence[Observer], store: Any
+) -> ModelPolicies:
     breaker = CircuitBreaker(
         f"llm-{role}",
         window=TimeWindow(t.breaker_window, bucket=t.breaker_bucket),
@@ -194,6 +253,7 @@ def _model(role: str, core: Bulkhead, t: Timings, obs: Sequence[Observer]) -> Mo
         open_duration=t.breaker_open,
         failure_on=is_llm_failure,
         ignore=(openai.RateLimitError,),
+        store=store,
         observers=obs,
     )
     pipeline = Pipeline(
@@ -225,9 +285,13 @@ def _model(role: str, core: Bulkhead, t: Timings, obs: Sequence[Observer]) -> Mo
     return ModelPolicies(pipeline, breaker)
 
 
-def build_policies(t: Timings, observers: Sequence[Observer] = ()) -> BotPolicies:
-    """Build one bot's policies from its timings; ``observers`` see every event."""
+def build_policies(
+    t: Timings, observers: Sequence[Observer] = (), *, breaker_store: Any = None
+) -> BotPolicies:
+    """Build one bot's policies from its timings; ``observers`` see every event;
+    ``breaker_store`` (see :func:`breaker_store`) shares the breakers' state."""
     obs = tuple(observers)
+    store = breaker_store
     core = Bulkhead("core", 100, max_wait=t.core_max_wait, observers=obs)
     telegram_breaker = CircuitBreaker(
         "telegram-api",
@@ -237,11 +301,12 @@ def build_policies(t: Timings, observers: Sequence[Observer] = ()) -> BotPolicie
         open_duration=t.send_backoff_max,
         failure_on=is_telegram_failure,
         ignore=(TelegramRetryAfter,),
+        store=store,
         observers=obs,
     )
     return BotPolicies(
-        primary=_model("primary", core, t, obs),
-        secondary=_model("secondary", core, t, obs),
+        primary=_model("primary", core, t, obs, store),
+        secondary=_model("secondary", core, t, obs, store),
         core=core,
         tools=Pipeline(
             Bulkhead("tools", 20, max_wait=t.tools_max_wait, observers=obs),
@@ -299,4 +364,5 @@ def build_policies(t: Timings, observers: Sequence[Observer] = ()) -> BotPolicie
             Timeout(t.store_timeout, name="state-store-op", observers=obs),
             name="state-store",
         ),
+        shared_breakers=store is not None,
     )

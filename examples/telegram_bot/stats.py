@@ -2,13 +2,13 @@
 
 :class:`BotStats` is passed as ``observers=`` to every policy the bot builds
 (not added globally, so two bots in one process, as in the tests, keep
-separate books). The demo's summary table and ``/metrics`` read it.
+separate books). The demo's summary table and ``/metrics`` (:mod:`.metrics`) read it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from resilient import (
@@ -20,6 +20,8 @@ from resilient import (
     StateChanged,
     TimedOut,
 )
+
+from .models import DecisionState
 
 __all__ = ["BotStats", "Transition"]
 
@@ -52,7 +54,18 @@ class BotStats:
     timeouts: Counter[str] = field(default_factory=Counter)
     resets: Counter[str] = field(default_factory=Counter)
     transitions: list[Transition] = field(default_factory=list)
-    handling_seconds: list[float] = field(default_factory=list)
+    # message received -> reply delivered, the last 10,000 (bounded: the bot runs for months)
+    handling_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    # Production: the chats' state machine, abuse limits, replicas.
+    state_transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    notices: Counter[str] = field(default_factory=Counter)  # too_long, rate_limited, refused
+    lock_timeouts: int = 0
+    webhook_refused: int = 0
+    lock_lost: int = 0
+
+    def on_state(self, old: DecisionState, new: DecisionState) -> None:
+        """A chat's decision state changed (``DecisionEngine``'s ``on_transition``)."""
+        self.state_transitions[(old.value, new.value)] += 1
 
     def __call__(self, event: Event) -> None:
         """The observer: count what the policies did."""
@@ -71,28 +84,3 @@ class BotStats:
             log.info(
                 "fallback %s answered instead of %s (%s)", event.strategy, event.name, event.error
             )
-
-    def prometheus_text(self) -> str:
-        """The counters in Prometheus' text format (for ``/metrics``)."""
-        lines = [
-            "# TYPE bot_messages_in_total counter",
-            f"bot_messages_in_total {self.messages_in}",
-            "# TYPE bot_replies_out_total counter",
-            f"bot_replies_out_total {self.replies_out}",
-            "# TYPE bot_parts_sent_total counter",
-            f"bot_parts_sent_total {self.parts_sent}",
-            "# TYPE bot_send_failures_total counter",
-            f"bot_send_failures_total {self.send_failures}",
-            "# TYPE bot_answers_total counter",
-        ]
-        lines += [f'bot_answers_total{{level="{k}"}} {v}' for k, v in sorted(self.levels.items())]
-        lines.append("# TYPE bot_retries_total counter")
-        lines += [f'bot_retries_total{{policy="{k}"}} {v}' for k, v in sorted(self.retries.items())]
-        lines.append("# TYPE bot_breaker_transitions_total counter")
-        counted = Counter(f'breaker="{t.breaker}",to="{t.new}"' for t in self.transitions)
-        lines += [f"bot_breaker_transitions_total{{{k}}} {v}" for k, v in sorted(counted.items())]
-        lines.append("# TYPE bot_state_resets_total counter")
-        lines += [
-            f'bot_state_resets_total{{reason="{k}"}} {v}' for k, v in sorted(self.resets.items())
-        ]
-        return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..models import Analysis, Conversation, DecisionState, Intent
@@ -160,7 +161,14 @@ class DecisionEngine:
 
     ``decide`` reads the conversation and the analysis and changes the
     conversation in place (the caller saves it); it does no I/O.
+    ``on_transition(old, new)`` is called for every change of state (the
+    bot counts them for ``/metrics``).
     """
+
+    def __init__(
+        self, on_transition: Callable[[DecisionState, DecisionState], None] | None = None
+    ) -> None:
+        self._on_transition = on_transition
 
     def decide(self, conv: Conversation, analysis: Analysis, text: str) -> Decision:
         intent = analysis.intent
@@ -196,6 +204,8 @@ class DecisionEngine:
     def reset(self, conv: Conversation, reason: str, *, clear_history: bool) -> None:
         """Back to IDLE outside the table: only for /reset and error recovery."""
         log.info("chat state reset from %s (flow %s): %s", conv.state.value, conv.flow, reason)
+        if conv.state is not S.IDLE and self._on_transition is not None:
+            self._on_transition(conv.state, S.IDLE)
         conv.state, conv.flow, conv.slots, conv.awaiting = S.IDLE, None, {}, None
         if clear_history:
             conv.history.clear()
@@ -216,6 +226,8 @@ class DecisionEngine:
         nxt = TRANSITIONS.get((conv.state, event))
         if nxt is None:
             raise IllegalTransition(f"no transition from {conv.state.value} on {event.value}")
+        if nxt is not conv.state and self._on_transition is not None:
+            self._on_transition(conv.state, nxt)
         conv.state = nxt
         return Decision(event, nxt, action, reply, tool, dict(args or {}), style)
 
