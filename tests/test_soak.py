@@ -2,10 +2,11 @@
 
 The quick soak (50,000 calls, 1,000 tasks) runs here without tracemalloc,
 which slows a run down 3.5 (asyncio) to 6 (trio) times; memory is checked
-by a second, smaller soak under tracemalloc, with another seed: 25,000 calls
-on asyncio, 12,500 on trio (about 800 calls a second when traced). Two
-sabotaged runs show that the checks bite: lost events break the
-reconciliation, and a leaking downstream breaks the memory check.
+by a second, smaller soak under tracemalloc, with another seed and no
+observer on the breaker (so its fast paths run): 25,000 calls on asyncio,
+12,500 on trio (about 800 calls a second when traced). Two sabotaged runs
+show that the checks bite: lost events break the reconciliation, and calls
+that leak break the memory check.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ soak = _load_soak()
 BACKENDS = ["asyncio", "trio"]
 
 
-def assert_holds(report: Any) -> None:
+def assert_holds(report: Any, polled: bool = False) -> None:
     """No violation, and the soak really went through every phase and outcome."""
     assert report.violations == [], "\n".join(report.violations)
     assert sum(report.outcomes.values()) == report.config.calls
@@ -50,6 +51,8 @@ def assert_holds(report: Any) -> None:
     assert len(report.phase_starts) == len(soak.PHASES)
     assert report.transitions["closed->open"] == 1
     assert report.transitions["half_open->closed"] == 1
+    if not polled:  # polling misses the short half-open periods of the outage
+        assert report.transitions["open->half_open"] >= 3
     assert report.trials_peak == report.config.half_open_max_calls
     assert report.bulkhead_peak == report.config.max_concurrent
 
@@ -65,10 +68,10 @@ def test_quick_soak_holds_every_invariant(backend: str) -> None:
 
 @pytest.mark.parametrize(("backend", "calls"), [("asyncio", 25_000), ("trio", 12_500)])
 def test_soak_memory_stays_flat(backend: str, calls: int) -> None:
-    """Under tracemalloc, traced memory in the last tenth stays at the first tenth's level."""
-    config = soak.Config(calls=calls, seed=1)
+    """Traced memory stays flat, and an unobserved breaker (fast paths) holds every invariant."""
+    config = soak.Config(calls=calls, seed=1, observe_breaker=False)
     report = soak.run_soak(config, backend)
-    assert_holds(report)
+    assert_holds(report, polled=True)
     assert 0 < report.memory_first <= report.memory_peak
     print(soak.format_reports([report]))
 
