@@ -20,7 +20,7 @@ from . import _events
 from ._events import Observer
 from ._validate import check_name
 
-__all__ = ["CallContext", "Policy", "call_context", "current_context"]
+__all__ = ["CallContext", "Policy", "call_context", "current_context", "label_of"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -52,6 +52,16 @@ class CallContext:
 
 
 _current: ContextVar[CallContext | None] = ContextVar("resilient_call_context", default=None)
+
+
+def label_of(policy: Policy) -> str:
+    """How the call context lists ``policy``: ``kind:name``.
+
+    Computed, not stored on every policy: the policies that fill in the
+    context keep their own copy, the others (a breaker, a bulkhead: often
+    thousands of instances) do not pay for one.
+    """
+    return f"{policy.kind}:{policy.name}"
 
 
 def enter_context(label: str) -> tuple[CallContext, Token[CallContext | None] | None]:
@@ -99,7 +109,6 @@ class Policy(abc.ABC):
 
     def __init__(self, name: str, observers: tuple[Observer, ...] | list[Observer] = ()) -> None:
         self.name = check_name(type(self).__name__, name)
-        self._label = f"{self.kind}:{name}"  # how the call context lists this policy
         own = tuple(observers)
         for observer in own:
             if not callable(observer):

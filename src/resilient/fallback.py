@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, final
 
 from ._events import FallbackUsed, Observer
-from ._policy import CallContext, Policy, _current
+from ._policy import CallContext, Policy, _current, label_of
 from ._validate import ExceptionFilter, check_exception_types, check_name, matches
 from .errors import FallbackChainFailed
 
@@ -65,6 +65,7 @@ class Fallback(Policy):
             raise ValueError(f"Fallback({name!r}): handler must be callable, got {handler!r}")
         self.handler = handler
         self.on = check_exception_types(f"Fallback({name!r})", "on", on)
+        self._label = label_of(self)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
@@ -173,6 +174,7 @@ class FallbackChain(Policy):
                 f"FallbackChain({name!r}): strategy names must be unique, got {seen!r}"
             )
         self.strategies = strategies
+        self._label = label_of(self)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:

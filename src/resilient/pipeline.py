@@ -16,7 +16,7 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, final
 
-from ._policy import CallContext, Policy, _current
+from ._policy import CallContext, Policy, _current, label_of
 from ._validate import check_name
 
 __all__ = ["Pipeline"]
@@ -45,7 +45,7 @@ class Pipeline(Policy):
     def _flatten(policy: Policy) -> list[str]:
         if isinstance(policy, Pipeline):
             return [label for p in policy.policies for label in Pipeline._flatten(p)]
-        return [policy._label]
+        return [label_of(policy)]
 
     def _bind(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         if self._fault is not None:

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, final
 
 from ._events import Observer, RetryGaveUp, RetryScheduled
-from ._policy import CallContext, Policy, _current
+from ._policy import CallContext, Policy, _current, label_of
 from ._time import now, sleep
 from ._validate import ExceptionFilter, check_exception_types, check_int, check_seconds
 from .errors import BulkheadFullError, CircuitOpenError
@@ -164,9 +164,15 @@ def _check_jitter(owner: str, jitter: object) -> Jitter:
     return jitter  # type: ignore[return-value]
 
 
+_HINT_TYPES = (int, float, timedelta)  # a tuple: ``int | float | ...`` is rebuilt per call
+
+
 def _default_retry_after(exc: BaseException) -> float | timedelta | None:
+    """The error's ``retry_after`` attribute when it is seconds or a ``timedelta``."""
     value = getattr(exc, "retry_after", None)
-    if isinstance(value, int | float | timedelta) and not isinstance(value, bool):
+    if value is None:  # most errors: no hint
+        return None
+    if isinstance(value, _HINT_TYPES) and not isinstance(value, bool):
         return value
     return None
 
@@ -244,6 +250,7 @@ class Retry(Policy):
             else check_seconds(owner, "max_retry_after", max_retry_after, allow_zero=True)
         )
         self._rng = rng
+        self._label = label_of(self)
         self._labels = (self._label,)  # a fresh call context's policies
 
     def _should_retry(self, exc: Exception) -> bool:

@@ -30,7 +30,7 @@ import anyio
 import anyio.lowlevel
 
 from ._events import Observer, TimedOut
-from ._policy import Policy, _current, enter_context
+from ._policy import Policy, _current, enter_context, label_of
 from ._time import asyncio_loop, now
 from ._validate import check_seconds
 from .errors import TimeoutExceeded
@@ -70,6 +70,7 @@ class Timeout(Policy):
     ) -> None:
         super().__init__(name, tuple(observers))
         self.seconds = check_seconds(f"Timeout({name!r})", "seconds", seconds)
+        self._label = label_of(self)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
