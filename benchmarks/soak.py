@@ -155,11 +155,13 @@ class Config:
     cancel_within: float = 0.012
     """...at a moment uniform in this many seconds after their call starts."""
     fallback_share: float = 0.5
-    """Share of calls that accept a fallback answer."""
+    """Share of calls that accept a fallback answer..."""
+    fallback_latency: float = 0.001
+    """...which takes this long to look up (a cancellation can land there too)."""
     timeout: float = 0.05
-    max_concurrent: int = 100
+    max_concurrent: int = 90
     max_wait: float = 0.005
-    max_queue: int = 20
+    max_queue: int = 40
     attempts: int = 3
     backoff_initial: float = 0.005
     backoff_max: float = 0.05
@@ -228,10 +230,6 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError):
         return "failed"
     return "other"
-
-
-def _fallback_handler(exc: Exception) -> FallbackAnswer:
-    return _ANSWERS[_error_kind(exc)]
 
 
 def _fallback_wanted(exc: BaseException) -> bool:
@@ -415,41 +413,61 @@ class Probe(Policy):
             self.out -= 1
 
 
-class Downstream:
-    """The scripted service: answers after a random latency, checks the bulkhead from inside."""
+class Inside(Policy):
+    """Right past the bulkhead: the calls holding a permit, counted as they run.
 
-    def __init__(self, config: Config, bulkhead: Bulkhead, violations: Violations) -> None:
-        self._low, self._high = config.latency
-        self._limit = config.max_concurrent
+    The bulkhead's limit is checked here by counting, not only by reading its
+    ``active``: no more than ``max_concurrent`` calls may be inside at once.
+    """
+
+    kind = "soak_inside"
+
+    def __init__(self, bulkhead: Bulkhead, violations: Violations) -> None:
+        super().__init__("soak-inside")
         self._bulkhead = bulkhead
+        self._limit = bulkhead.max_concurrent
         self._violations = violations
-        self._rng = random.Random(config.seed + 1)
         self.running = 0
         self.peak = 0
         self.entered = 0
+        self.cancelled = 0
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        self.entered += 1
+        self.running = running = self.running + 1
+        if running > self.peak:
+            self.peak = running
+            self._violations.check(
+                running <= self._limit,
+                "bulkhead_limit",
+                f"{running} calls inside a bulkhead of {self._limit}",
+            )
+        active = self._bulkhead.active
+        if active > self._limit or active < running:
+            self._violations.add("bulkhead_active", f"active={active} with {running} calls inside")
+        try:
+            return await fn(*args, **kwargs)
+        except Exception:
+            raise
+        except BaseException:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+class Downstream:
+    """The scripted service: answers its call's id after a random latency."""
+
+    def __init__(self, config: Config) -> None:
+        self._low, self._high = config.latency
+        self._rng = random.Random(config.seed + 1)
         self.returned = 0
 
     async def __call__(self, i: int) -> int:
-        self.entered += 1
-        self.running = running = self.running + 1
-        try:
-            if running > self.peak:
-                self.peak = running
-                self._violations.check(
-                    running <= self._limit,
-                    "bulkhead_limit",
-                    f"{running} calls inside a bulkhead of {self._limit}",
-                )
-            active = self._bulkhead.active
-            if active > self._limit or active < running:
-                self._violations.add(
-                    "bulkhead_active", f"active={active} with {running} calls inside"
-                )
-            await anyio.sleep(self._rng.uniform(self._low, self._high))
-            self.returned += 1
-            return i
-        finally:
-            self.running -= 1
+        await anyio.sleep(self._rng.uniform(self._low, self._high))
+        self.returned += 1
+        return i
 
 
 class _Victim:
@@ -498,6 +516,8 @@ class Report:
     retries: int = 0
     cancels_targeted: int = 0
     cancels_fired: int = 0
+    cancelled_in: dict[str, int] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)
     transitions: dict[str, int] = field(default_factory=dict)
     phase_starts: list[float] = field(default_factory=list)
     opened_after: float | None = None
@@ -531,8 +551,9 @@ class Soak:
         self.prometheus = PrometheusObserver(self.registry)
         observers = (self.tally, self.prometheus)
         self.fallback = Fallback(
-            _fallback_handler, on=_fallback_wanted, name="soak-fallback", observers=observers
+            self.answer, on=_fallback_wanted, name="soak-fallback", observers=observers
         )
+        self.fallback_cancelled: Counter[str] = Counter()  # by the kind of error replaced
         self.retry = Retry(
             "soak-retry",
             attempts=c.attempts,
@@ -581,13 +602,15 @@ class Soak:
         self.outage = InjectFault(
             "soak-outage", error=ConnectionError, enabled=lambda: self.phase == OUTAGE
         )
-        self.downstream = Downstream(c, self.bulkhead, self.violations)
+        self.inside = Inside(self.bulkhead, self.violations)
+        self.downstream = Downstream(c)
         self.pipeline = Pipeline(
             self.fallback,
             self.retry,
             self.breaker,
             self.probe,
             self.bulkhead,
+            self.inside,
             self.timeout,
             self.spikes,
             self.degraded,
@@ -621,6 +644,16 @@ class Soak:
         self.active_peak = 0
 
     # -- the load ---------------------------------------------------------------
+
+    async def answer(self, exc: Exception) -> FallbackAnswer:
+        """The fallback's handler: a cached answer, looked up in ``fallback_latency`` seconds."""
+        kind = _error_kind(exc)
+        try:
+            await anyio.sleep(self.config.fallback_latency)
+        except BaseException:  # cancelled while looking it up
+            self.fallback_cancelled[kind] += 1
+            raise
+        return _ANSWERS[kind]
 
     async def worker(self) -> None:
         c = self.config
@@ -748,9 +781,17 @@ class Soak:
         r.attempts = self.attempts
         r.retries = t.n("retry")
         r.cancels_fired = self.monkey.fired
+        r.rejections = {
+            reason: t.n("rejected", kind, reason)
+            for kind, reasons in (
+                ("circuit_breaker", ("open", "half_open_full")),
+                ("bulkhead", ("queue_full", "max_wait")),
+            )
+            for reason in reasons
+        }
         r.phase_starts = list(self.phase_starts)
         r.bulkhead_peak = self.active_peak
-        r.bulkhead_inside_peak = self.downstream.peak
+        r.bulkhead_inside_peak = self.inside.peak
         r.trials_peak = self.probe.peak
         r.trials_admitted = self.probe.admitted
 
@@ -767,12 +808,14 @@ class Soak:
         b = self.bulkhead
         v.check(b.active == 0 and b.waiting == 0, "end", f"bulkhead {b.active}/{b.waiting}")
         v.check(self.in_flight == 0, "end", f"{self.in_flight} calls in flight")
-        v.check(self.downstream.running == 0, "end", f"{self.downstream.running} downstream")
+        v.check(self.inside.running == 0, "end", f"{self.inside.running} calls hold permits")
 
         # fmt: off
         # The ledger against what the breaker let through (the probe) and the
         # breaker's own count of rejections.
-        fb = self.fallback_for
+        # A call whose error went to the fallback ended as its answer, or as
+        # cancelled if the lookup was cancelled: fb counts both, by error.
+        fb = self.fallback_for + self.fallback_cancelled
         exits = self.probe.exits
         rejected_open = n["rejected_open"] + fb["open"]  # open rejections end a call at once
         not_permitted = self.breaker.metrics.not_permitted_calls
@@ -786,11 +829,19 @@ class Soak:
         same("refusals: injected, let through and refused",
              self.degraded.injected + self.outage.injected, exits["refused"])
         v.check(exits["other"] == 0, "reconcile", f"{exits['other']} unexpected errors")
-        # A cancelled call was cancelled past the breaker, or in a backoff
-        # sleep (a retry scheduled but never attempted); nowhere else awaits.
+        # A cancelled call was cancelled past the breaker, in a backoff sleep
+        # (a retry scheduled but never attempted) or in the fallback's lookup;
+        # nowhere else awaits.
         in_backoff = r.retries - (self.attempts - c.calls)
-        same("cancellations: ledger, let through and cancelled + cancelled in backoff",
-             n["cancelled"], exits["cancelled"] + in_backoff)
+        in_fallback = self.fallback_cancelled.total()
+        same("cancellations: ledger, let through and cancelled + in backoff + in fallback",
+             n["cancelled"], exits["cancelled"] + in_backoff + in_fallback)
+        r.cancelled_in = {
+            "backoff": in_backoff,
+            "queue": exits["cancelled"] - self.inside.cancelled,
+            "permit": self.inside.cancelled,
+            "fallback": in_fallback,
+        }
         # Cancellations come at random instants, never at the very instant a
         # call ends: each one sent to a running call must end it as cancelled.
         same("cancellations: sent to running calls, ledger", self.monkey.fired, n["cancelled"])
@@ -806,8 +857,8 @@ class Soak:
              n["timed_out"] + fb["timeout"], t.n("gave_up", "attempts", "TimeoutExceeded"))
         same("calls failed: ledger (failed + fallback for failed), RetryGaveUp",
              n["failed"] + fb["failed"], t.n("gave_up", "attempts", "ConnectionError"))
-        same("permits: acquired, released, calls through the timeout",
-             t.n("acquired"), t.n("released"), self.spikes.call_count)
+        same("permits: acquired, released, calls inside, calls through the timeout",
+             t.n("acquired"), t.n("released"), self.inside.entered, self.spikes.call_count)
         breaker_rejected = t.n("rejected", "circuit_breaker")
         breaker_finished = t.n("finished", "circuit_breaker")
         if c.observe_breaker:
@@ -1032,16 +1083,20 @@ def format_reports(reports: Sequence[Report]) -> str:
         row(f"  {name}", _count(lambda r: r.outcomes, name))
     for kind in ("open", "bulkhead", "timeout", "failed"):
         row(f"  fallback for {kind}", _count(lambda r: r.fallback_for, kind))
+    for reason in ("open", "half_open_full", "queue_full", "max_wait"):
+        row(f"  rejected: {reason}", _count(lambda r: r.rejections, reason))
     row("attempts", lambda r: f"{r.attempts:,}")
     row("retries", lambda r: f"{r.retries:,}")
     row("cancels targeted/sent", lambda r: f"{r.cancels_targeted:,}/{r.cancels_fired:,}")
+    for where in ("backoff", "queue", "permit", "fallback"):
+        row(f"  landed in {where}", _count(lambda r: r.cancelled_in, where))
     keys = sorted({k for r in reports for k in r.transitions})
     for key in keys:
         row(f"  {key}", _count(lambda r: r.transitions, key))
     row("opened into outage (s)", lambda r: _seconds(r.opened_after))
     row("closed into recovery (s)", lambda r: _seconds(r.closed_after))
     row("bulkhead active peak", lambda r: f"{r.bulkhead_peak}/{r.config.max_concurrent}")
-    row("  in the downstream", lambda r: f"{r.bulkhead_inside_peak}/{r.config.max_concurrent}")
+    row("  counted inside", lambda r: f"{r.bulkhead_inside_peak}/{r.config.max_concurrent}")
     row("half-open trials peak", lambda r: f"{r.trials_peak}/{r.config.half_open_max_calls}")
     row(
         "memory first/last tenth",

@@ -48,6 +48,11 @@ def assert_holds(report: Any, polled: bool = False) -> None:
         if outcome != "unexpected":
             assert report.outcomes[outcome] > 0, f"no call ended as {outcome}"
     assert set(report.fallback_for) == {"open", "bulkhead", "timeout", "failed"}
+    observed = () if polled else ("open", "half_open_full")  # the breaker's own events
+    for reason in (*observed, "queue_full", "max_wait"):
+        assert report.rejections[reason] > 0, f"no rejection for {reason}"
+    for where in ("backoff", "queue", "permit"):
+        assert report.cancelled_in[where] > 0, f"no cancellation landed in the {where}"
     assert len(report.phase_starts) == len(soak.PHASES)
     assert report.transitions["closed->open"] == 1
     assert report.transitions["half_open->closed"] == 1
