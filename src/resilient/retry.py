@@ -252,6 +252,9 @@ class Retry(Policy):
         self._rng = rng
         self._label = label_of(self)
         self._labels = (self._label,)  # a fresh call context's policies
+        # A constant backoff without jitter needs no computing per retry.
+        fixed = backoff._kind == "constant" and backoff.jitter == "none"
+        self._fixed_delay = backoff.initial if fixed else None
 
     def _should_retry(self, exc: Exception) -> bool:
         retry_on = self.retry_on
@@ -410,11 +413,14 @@ class Retry(Policy):
         """The delay before the next attempt, or why there is none."""
         if attempt >= self.attempts:
             return 0.0, "attempts"
-        hint = None if exc is None else _hint_seconds(self._retry_after(exc))
+        raw = None if exc is None else self._retry_after(exc)
+        hint = None if raw is None else _hint_seconds(raw)
         if hint is not None:
             if self.max_retry_after is not None and hint > self.max_retry_after:
                 return 0.0, "retry_after"
             delay = hint
+        elif self._fixed_delay is not None:
+            delay = self._fixed_delay
         else:
             delay = self.backoff.delay(attempt, previous, self._rng)
         if self.deadline is not None and (now() - start) + delay > self.deadline:
