@@ -150,10 +150,14 @@ class Config:
     spike: float = 0.5
     degraded_failure_rate: float = 0.3
     """Share of attempts refused (``ConnectionError``) in the degraded phase."""
+    refusal_delay: float = 0.002
+    """In the outage, every attempt is refused after this long (a connection attempt)."""
     cancel_rate: float = 0.05
     """Share of callers cancelled from outside..."""
     cancel_within: float = 0.012
     """...at a moment uniform in this many seconds after their call starts."""
+    trial_cancel_rate: float = 0.5
+    """Share of half-open trials whose caller is cancelled (also from outside, as above)."""
     fallback_share: float = 0.5
     """Share of calls that accept a fallback answer..."""
     fallback_latency: float = 0.001
@@ -209,6 +213,10 @@ _ANSWERS = {k: FallbackAnswer(k) for k in ("open", "bulkhead", "timeout", "faile
 # Whether the running call accepts a fallback answer (set by each worker per call).
 _wants_fallback: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "soak_wants_fallback", default=False
+)
+# The running call's caller, whom the monkey may be asked to cancel.
+_caller: contextvars.ContextVar[_Victim | None] = contextvars.ContextVar(
+    "soak_caller", default=None
 )
 
 
@@ -356,9 +364,11 @@ class Probe(Policy):
         period: Callable[[], object],
         cap: int,
         violations: Violations,
+        on_trial: Callable[[], None],
     ) -> None:
         super().__init__("soak-probe")
         self._breaker = breaker
+        self._on_trial = on_trial
         self._current_period = period
         self._cap = cap
         self._violations = violations
@@ -367,6 +377,7 @@ class Probe(Policy):
         self.out = 0  # trials out in the current half-open period
         self.peak = 0
         self.admitted = 0
+        self.given_back = 0  # trials cancelled or rejected by the bulkhead
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         trial = self._breaker.state is CircuitState.HALF_OPEN
@@ -383,6 +394,7 @@ class Probe(Policy):
                 "half_open_cap",
                 f"{self.out} trials out in one half-open period (cap {self._cap})",
             )
+            self._on_trial()
         exits = self.exits
         try:
             result = await fn(*args, **kwargs)
@@ -409,6 +421,7 @@ class Probe(Policy):
         return result
 
     def _give_back(self, period: object) -> None:
+        self.given_back += 1
         if self._period == period and self._current_period() == period:
             self.out -= 1
 
@@ -496,8 +509,10 @@ class Monkey:
             await anyio.sleep(self._tick)
             now = anyio.current_time()
             while due and due[0][0] <= now:
-                scope = heapq.heappop(due)[2].scope
-                if scope is not None:  # else: the call already ended
+                victim = heapq.heappop(due)[2]
+                scope = victim.scope
+                if scope is not None:  # else: the call ended, or was cancelled already
+                    victim.scope = None
                     scope.cancel()
                     self.fired += 1
 
@@ -515,6 +530,7 @@ class Report:
     attempts: int = 0
     retries: int = 0
     cancels_targeted: int = 0
+    trial_cancels_targeted: int = 0
     cancels_fired: int = 0
     cancelled_in: dict[str, int] = field(default_factory=dict)
     rejections: dict[str, int] = field(default_factory=dict)
@@ -526,6 +542,7 @@ class Report:
     bulkhead_inside_peak: int = 0
     trials_peak: int = 0
     trials_admitted: int = 0
+    trials_given_back: int = 0
     memory_first: int = 0
     memory_last: int = 0
     memory_peak: int = 0
@@ -579,7 +596,10 @@ class Soak:
         period: Callable[[], object] = (
             (lambda: watch.period) if c.observe_breaker else (lambda: breaker._state)
         )
-        self.probe = Probe(breaker, period, c.half_open_max_calls, self.violations)
+        self.monkey = Monkey(c.tick)
+        self.probe = Probe(
+            breaker, period, c.half_open_max_calls, self.violations, self.maybe_cancel_trial
+        )
         self.bulkhead = Bulkhead(
             "soak-bulkhead",
             c.max_concurrent,
@@ -599,6 +619,9 @@ class Soak:
             enabled=lambda: self.phase == DEGRADED,
             seed=c.seed + 4,
         )
+        self.connecting = InjectLatency(
+            "soak-connecting", seconds=c.refusal_delay, enabled=lambda: self.phase == OUTAGE
+        )
         self.outage = InjectFault(
             "soak-outage", error=ConnectionError, enabled=lambda: self.phase == OUTAGE
         )
@@ -614,11 +637,11 @@ class Soak:
             self.timeout,
             self.spikes,
             self.degraded,
+            self.connecting,
             self.outage,
             name="soak",
         )
         self.call = self.pipeline(self.downstream)
-        self.monkey = Monkey(c.tick)
         self.rng = random.Random(c.seed)
         self.codes = bytearray(c.calls)
         self.counts = [0] * (len(OUTCOMES) + 1)
@@ -644,6 +667,15 @@ class Soak:
         self.active_peak = 0
 
     # -- the load ---------------------------------------------------------------
+
+    def maybe_cancel_trial(self) -> None:
+        """A half-open trial was admitted: have its caller cancelled, now and then."""
+        c = self.config
+        victim = _caller.get()
+        if victim is not None and self.rng.random() < c.trial_cancel_rate:
+            self.report.trial_cancels_targeted += 1
+            when = anyio.current_time() + self.rng.uniform(0.0, c.cancel_within)
+            self.monkey.schedule(when, victim)
 
     async def answer(self, exc: Exception) -> FallbackAnswer:
         """The fallback's handler: a cached answer, looked up in ``fallback_latency`` seconds."""
@@ -673,9 +705,9 @@ class Soak:
                 self.phase_starts.append(anyio.current_time())
             _wants_fallback.set(rng.random() < c.fallback_share)
             scope = anyio.CancelScope()
-            victim = None
+            victim = _Victim(scope)
+            _caller.set(victim)
             if rng.random() < c.cancel_rate:
-                victim = _Victim(scope)
                 self.report.cancels_targeted += 1
                 self.monkey.schedule(
                     anyio.current_time() + rng.uniform(0.0, c.cancel_within), victim
@@ -706,8 +738,7 @@ class Soak:
                         code = UNEXPECTED
                         self.violations.add("unexpected", f"call {i} returned {result!r}")
             self.in_flight -= 1
-            if victim is not None:
-                victim.scope = None
+            victim.scope = None
             if task is not None and task.cancelling():
                 # A cancellation requested of the task and never taken back
                 # (task.uncancel) would cancel its next await, outside the call.
@@ -794,6 +825,7 @@ class Soak:
         r.bulkhead_inside_peak = self.inside.peak
         r.trials_peak = self.probe.peak
         r.trials_admitted = self.probe.admitted
+        r.trials_given_back = self.probe.given_back
 
         def same(what: str, *values: int) -> None:
             v.check(len(set(values)) == 1, "reconcile", f"{what}: {values}")
@@ -1087,7 +1119,10 @@ def format_reports(reports: Sequence[Report]) -> str:
         row(f"  rejected: {reason}", _count(lambda r: r.rejections, reason))
     row("attempts", lambda r: f"{r.attempts:,}")
     row("retries", lambda r: f"{r.retries:,}")
-    row("cancels targeted/sent", lambda r: f"{r.cancels_targeted:,}/{r.cancels_fired:,}")
+    row(
+        "cancels targeted/sent",
+        lambda r: f"{r.cancels_targeted:,}+{r.trial_cancels_targeted:,}/{r.cancels_fired:,}",
+    )
     for where in ("backoff", "queue", "permit", "fallback"):
         row(f"  landed in {where}", _count(lambda r: r.cancelled_in, where))
     keys = sorted({k for r in reports for k in r.transitions})
@@ -1098,6 +1133,7 @@ def format_reports(reports: Sequence[Report]) -> str:
     row("bulkhead active peak", lambda r: f"{r.bulkhead_peak}/{r.config.max_concurrent}")
     row("  counted inside", lambda r: f"{r.bulkhead_inside_peak}/{r.config.max_concurrent}")
     row("half-open trials peak", lambda r: f"{r.trials_peak}/{r.config.half_open_max_calls}")
+    row("  admitted/given back", lambda r: f"{r.trials_admitted:,}/{r.trials_given_back:,}")
     row(
         "memory first/last tenth",
         lambda r: _memory(r, f"{_mib(r.memory_first)}/{_mib(r.memory_last)} MiB"),
