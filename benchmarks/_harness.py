@@ -21,8 +21,10 @@ How a figure is made:
   stay steady when absolute times do not. Both are comparable across
   machines; absolute times are not.
 
-The garbage collector is collected before, and disabled during, each timed
-loop (as ``timeit`` does). Between timed loops the harness yields to the event
+The garbage collector is disabled during each timed loop (as ``timeit``
+does), and a full collection runs once per round, between timed loops (once
+per timing would cost more than the timings themselves where a peer keeps a
+large heap). Between timed loops the harness yields to the event
 loop once (a checkpoint): a timed loop itself never yields, so without that
 the timers each ``Timeout`` call schedules and cancels would pile up in
 asyncio's timer heap for the whole run (they are dropped only when the loop
@@ -34,7 +36,7 @@ a measurement, not library code.
 then each case gets the ``n`` that makes its loop last about ``loop_time``
 seconds (between ``min_n`` and ``max_n``), so a 40 µs peer and a 0.1 µs floor
 both get timings long enough to trust, in bounded total time. The bare await
-paired with a case runs the same ``n``.
+paired with each case runs its own calibrated ``n``.
 
 Run a benchmark module with ``python benchmarks/<name>.py``; ``--quick``
 makes fewer, shorter rounds for a smoke run.
@@ -102,7 +104,6 @@ class Result:
 
 async def _time_once(call: Call, n: int) -> float:
     loop = range(n)
-    gc.collect()
     gc.disable()
     try:
         start = time.perf_counter()
@@ -168,10 +169,10 @@ async def _run(
     order = list(cases)
     for round_ in range(warmup + repeats):
         rng.shuffle(order)
+        gc.collect()
         for case in order:
-            size = sizes[case.name]
-            base = await _time_once(target, size)
-            t = await _time_once(calls[case.name], size)
+            base = await _time_once(target, sizes[bare.name])
+            t = await _time_once(calls[case.name], sizes[case.name])
             # Let the loop run once: it drops the timers the loop cancelled.
             await anyio.lowlevel.checkpoint()
             if round_ >= warmup:
