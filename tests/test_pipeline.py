@@ -9,6 +9,8 @@ import pytest
 
 from resilient import (
     Backoff,
+    Bulkhead,
+    CircuitBreaker,
     Fallback,
     FallbackChain,
     Pipeline,
@@ -140,6 +142,38 @@ async def test_decorated_pipeline_keeps_signature_and_context_is_cleared() -> No
     assert double.__name__ == "double"
     assert await double(4) == 8
     assert current_context() is None
+
+
+@pytest.mark.parametrize("decorated", [False, True])
+async def test_concurrent_calls_each_get_their_own_context(decorated: bool) -> None:
+    """Calls through one pipeline at once each see a context of their own, listing its policies."""
+    p = Pipeline(CircuitBreaker("b"), Bulkhead("k", 10), Fallback(lambda exc: "fb"), name="p")
+    contexts: list[Any] = []
+
+    async def fn(n: int) -> int:
+        ctx = current_context()
+        assert ctx is not None
+        assert ctx.policies == ("circuit_breaker:b", "bulkhead:k", "fallback:fallback")
+        assert ctx.attempt == 0
+        assert ctx.fallback is None  # another call's write does not show
+        ctx.fallback = f"call {n}"
+        contexts.append(ctx)
+        await anyio.sleep(1)
+        assert current_context() is ctx
+        assert ctx.fallback == f"call {n}"
+        return n
+
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            if decorated:
+                tg.start_soon(p(fn), n)
+            else:
+                tg.start_soon(p.call, fn, n)
+    assert len({id(ctx) for ctx in contexts}) == 3
+    assert current_context() is None
+    with call_context() as outer:
+        assert await p.call(lambda: fn(9)) == 9
+    assert outer is contexts[-1]
 
 
 def test_repr_shows_the_order() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from resilient import (
     Backoff,
     BulkheadFullError,
+    CallContext,
     CircuitOpenError,
     Event,
     Retry,
@@ -375,6 +376,38 @@ async def test_cancellation_is_never_retried() -> None:
     with anyio.move_on_after(5):
         await Retry("r", attempts=5, retry_on=lambda e: True).call(hangs)
     assert calls == 1
+
+
+async def test_each_call_gets_its_own_context_and_keeps_it_across_attempts() -> None:
+    """Concurrent calls see separate contexts; one context object per call, updated per attempt."""
+    retry = Retry("r", attempts=2, backoff=Backoff.constant(1))
+    seen: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+
+    async def fn(who: str) -> str:
+        ctx = current_context()
+        assert type(ctx) is CallContext
+        assert ctx.policies == ("retry:r",)
+        assert ctx.fallback is None  # nothing written by another call shows
+        ctx.fallback = who  # a write stays in this call's context
+        seen[who].append((id(ctx), ctx.attempt))
+        await anyio.sleep(0.5)
+        assert current_context() is ctx
+        assert ctx.fallback == who
+        if len(seen[who]) == 1:
+            ctx.fallback = None
+            raise ConnectionError
+        return who
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(retry(fn), "a")
+        tg.start_soon(retry.call, fn, "b")
+    for who in ("a", "b"):
+        (first, one), (second, two) = seen[who]
+        assert (one, two) == (1, 2)
+        assert first == second  # the same object, updated for attempt 2
+    assert seen["a"][0][0] != seen["b"][0][0]
+    assert current_context() is None
+    assert await retry.call(fn, "a") == "a"  # nothing left over from earlier calls
 
 
 async def test_attempt_number_is_visible_in_the_call_context() -> None:

@@ -20,7 +20,15 @@ from . import _events
 from ._events import Observer
 from ._validate import check_name
 
-__all__ = ["CallContext", "Policy", "call_context", "current_context", "label_of"]
+__all__ = [
+    "CallContext",
+    "Policy",
+    "SharedContext",
+    "call_context",
+    "current_context",
+    "label_of",
+    "writable",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -51,7 +59,33 @@ class CallContext:
             self.policies += (label,)
 
 
+class SharedContext(CallContext):
+    """A context that no policy or caller has written to yet: one object for many calls.
+
+    Opening a context per call costs an allocation that most calls never
+    need: a retry whose first attempt succeeds, a pipeline of a breaker and a
+    bulkhead, only ever *read* theirs. So those set a shared, prebuilt
+    context instead (a retry's lists it at attempt 1), and whoever would
+    write to it (a later attempt, a timeout's deadline, a fallback's answer,
+    or :func:`current_context`, which hands out the context) first replaces
+    it with a private copy through :func:`writable`. The copy is set as the
+    current context without a token of its own: the policy that set the
+    shared one resets the variable when its call ends, copy and all.
+    """
+
+    __slots__ = ()
+
+
 _current: ContextVar[CallContext | None] = ContextVar("resilient_call_context", default=None)
+
+
+def writable(ctx: CallContext) -> CallContext:
+    """``ctx`` itself, or for a :class:`SharedContext` a private copy, made the current context."""
+    if type(ctx) is not SharedContext:
+        return ctx
+    own = CallContext(ctx.policies, ctx.attempt, ctx.deadline, ctx.fallback)
+    _current.set(own)  # undone with the shared one, by the token that set it
+    return own
 
 
 def label_of(policy: Policy) -> str:
@@ -65,11 +99,13 @@ def label_of(policy: Policy) -> str:
 
 
 def enter_context(label: str) -> tuple[CallContext, Token[CallContext | None] | None]:
-    """The current context, entered by ``label``; a new one (and its reset token) if none."""
+    """The current context (writable), entered by ``label``; a new one and its token if none."""
     ctx = _current.get()
     if ctx is None:
         ctx = CallContext((label,))
         return ctx, _current.set(ctx)
+    if type(ctx) is SharedContext:
+        ctx = writable(ctx)
     if label not in ctx.policies:
         ctx.policies += (label,)
     return ctx, None
@@ -77,7 +113,10 @@ def enter_context(label: str) -> tuple[CallContext, Token[CallContext | None] | 
 
 def current_context() -> CallContext | None:
     """The context of the call running now, or ``None`` outside any policy that tracks it."""
-    return _current.get()
+    ctx = _current.get()
+    if ctx is None:
+        return None
+    return writable(ctx)
 
 
 @contextmanager

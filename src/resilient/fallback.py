@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, final
 
 from ._events import FallbackUsed, Observer
-from ._policy import CallContext, Policy, _current, label_of
+from ._policy import CallContext, Policy, _current, label_of, writable
 from ._validate import ExceptionFilter, check_exception_types, check_name, matches
 from .errors import FallbackChainFailed
 
@@ -72,6 +72,7 @@ class Fallback(Policy):
             fn = self._fault(fn)
         ctx = _current.get()
         if ctx is not None and self._label not in ctx.policies:
+            ctx = writable(ctx)
             ctx.policies += (self._label,)
         try:
             return await fn(*args, **kwargs)
@@ -96,6 +97,7 @@ class Fallback(Policy):
                 return await call(fn, *args, **kwargs)
             ctx = _current.get()
             if ctx is not None and label not in ctx.policies:
+                ctx = writable(ctx)
                 ctx.policies += (label,)
             try:
                 return await fn(*args, **kwargs)
@@ -111,7 +113,7 @@ class Fallback(Policy):
         """The handler's answer to ``exc`` (which ``on`` matched), noted in the open context."""
         value = await _resolve(self.handler(exc))
         if ctx is not None:
-            ctx.fallback = self.name
+            writable(_current.get() or ctx).fallback = self.name
         if self._listeners:
             self._emit(FallbackUsed(self.kind, self.name, self.name, type(exc).__name__))
         return value
@@ -181,6 +183,7 @@ class FallbackChain(Policy):
             fn = self._fault(fn)
         ctx = _current.get()
         if ctx is not None and self._label not in ctx.policies:
+            ctx = writable(ctx)
             ctx.policies += (self._label,)
         try:
             return await fn(*args, **kwargs)
@@ -207,7 +210,7 @@ class FallbackChain(Policy):
                 errors.append(exc)
                 continue
             if ctx is not None:
-                ctx.fallback = strategy.name
+                writable(_current.get() or ctx).fallback = strategy.name
             if self._listeners:
                 self._emit(
                     FallbackUsed(self.kind, self.name, strategy.name, type(errors[0]).__name__)

@@ -16,13 +16,20 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, final
 
-from ._policy import CallContext, Policy, _current, label_of
+from ._policy import CallContext, Policy, SharedContext, _current, label_of, writable
 from ._validate import check_name
 
 __all__ = ["Pipeline"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _join(ctx: CallContext, labels: tuple[str, ...]) -> None:
+    """List the pipeline's policies in an open context (copying a shared one first)."""
+    missing = tuple(label for label in labels if label not in ctx.policies)
+    if missing:
+        writable(ctx).policies += missing
 
 
 @final
@@ -40,6 +47,9 @@ class Pipeline(Policy):
                 raise ValueError(f"Pipeline({name!r}): policies must be policies, got {p!r}")
         self.policies: tuple[Policy, ...] = policies
         self._labels = tuple(self._flatten(self))
+        # The context of a call that found none open: shared by the calls
+        # until one writes to it (see SharedContext).
+        self._shared = SharedContext(self._labels)
 
     @staticmethod
     def _flatten(policy: Policy) -> list[str]:
@@ -63,9 +73,9 @@ class Pipeline(Policy):
     ) -> T:
         ctx = _current.get()
         if ctx is not None:
-            ctx.policies += tuple(label for label in self._labels if label not in ctx.policies)
+            _join(ctx, self._labels)
             return await chain(*args, **kwargs)
-        token = _current.set(CallContext(self._labels))
+        token = _current.set(self._shared)
         try:
             return await chain(*args, **kwargs)
         finally:
@@ -80,6 +90,7 @@ class Pipeline(Policy):
         chain = bind(fn)
 
         labels = self._labels
+        shared = self._shared
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -89,10 +100,10 @@ class Pipeline(Policy):
             # _run, written out: a shared helper would cost a coroutine frame per call.
             ctx = _current.get()
             if ctx is not None:
-                ctx.policies += tuple(label for label in labels if label not in ctx.policies)
+                _join(ctx, labels)
                 result: T = await chain(*args, **kwargs)
                 return result
-            token = _current.set(CallContext(labels))
+            token = _current.set(shared)
             try:
                 result = await chain(*args, **kwargs)
                 return result

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, final
 
 from ._events import Observer, RetryGaveUp, RetryScheduled
-from ._policy import CallContext, Policy, _current, label_of
+from ._policy import CallContext, Policy, SharedContext, _current, label_of, writable
 from ._time import now, sleep
 from ._validate import ExceptionFilter, check_exception_types, check_int, check_seconds
 from .errors import BulkheadFullError, CircuitOpenError
@@ -251,7 +251,8 @@ class Retry(Policy):
         )
         self._rng = rng
         self._label = label_of(self)
-        self._labels = (self._label,)  # a fresh call context's policies
+        # The context of a call that found none open, until it needs its own.
+        self._first = SharedContext((self._label,), 1)
         # A constant backoff without jitter needs no computing per retry.
         fixed = backoff._kind == "constant" and backoff.jitter == "none"
         self._fixed_delay = backoff.initial if fixed else None
@@ -276,13 +277,15 @@ class Retry(Policy):
         ctx = _current.get()
         token = None
         if ctx is None:
-            ctx = CallContext(self._labels)
-            token = _current.set(ctx)
-        elif self._label not in ctx.policies:
-            ctx.policies += (self._label,)
+            token = _current.set(self._first)
+        else:
+            if type(ctx) is SharedContext:
+                ctx = writable(ctx)
+            if self._label not in ctx.policies:
+                ctx.policies += (self._label,)
+            ctx.attempt = 1
         try:
             start = now()
-            ctx.attempt = 1
             try:
                 result: Any = await fn(*args, **kwargs)
             except Exception as exc:
@@ -309,7 +312,7 @@ class Retry(Policy):
         if not callable(fn):
             raise ValueError(f"{self!r} decorates an async callable, got {fn!r}")
         label = self._label
-        labels = self._labels
+        first = self._first
         should_retry = self._should_retry
         again = self._again
         call = self.call
@@ -322,13 +325,15 @@ class Retry(Policy):
             ctx = _current.get()
             token = None
             if ctx is None:
-                ctx = CallContext(labels)
-                token = _current.set(ctx)
-            elif label not in ctx.policies:
-                ctx.policies += (label,)
+                token = _current.set(first)
+            else:
+                if type(ctx) is SharedContext:
+                    ctx = writable(ctx)
+                if label not in ctx.policies:
+                    ctx.policies += (label,)
+                ctx.attempt = 1
             try:
                 start = now()
-                ctx.attempt = 1
                 try:
                     result: Any = await fn(*args, **kwargs)
                 except Exception as exc:
@@ -356,7 +361,7 @@ class Retry(Policy):
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        ctx: CallContext,
+        ctx: CallContext | None,
         start: float,
         exc: Exception | None,
         result: Any,
@@ -367,7 +372,11 @@ class Retry(Policy):
         the error with a note, or return the result) or sleep the delay and
         call again. The error is re-raised outside the ``except`` block that
         caught it, so the next attempt's errors do not chain to it.
+        ``ctx`` is the caller's context, or ``None`` when this retry opened
+        its own: then the current one is this retry's (shared until the
+        first attempt's code asked for it) and the attempts write to a copy.
         """
+        ctx = writable(_current.get() or ctx or self._first)
         previous = 0.0
         attempt = 1
         while True:
