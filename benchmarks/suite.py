@@ -41,7 +41,7 @@ from importlib import metadata
 from typing import Any
 
 from resilient import CircuitBreaker, CountWindow, TimeWindow
-from resilient._policy import CallContext, _current
+from resilient._policy import SharedContext, _current
 from resilient._time import now
 
 from . import _harness
@@ -648,18 +648,16 @@ def _frame_clock(fn: Fn) -> Fn:
 
 
 def _frame_clock_context(fn: Fn) -> Fn:
-    """The above plus the call context: ContextVar get/set/reset and a CallContext."""
-    labels = ("retry:bench",)
+    """The above plus the call context: a ContextVar get, set and reset (of a prebuilt one)."""
+    shared = SharedContext(("retry:bench",), 1)
 
     async def wrapped(*args: Any, **kwargs: Any) -> Any:
-        ctx = _current.get()
         token = None
-        if ctx is None:
-            ctx = CallContext(labels)
-            token = _current.set(ctx)
+        if _current.get() is None:
+            token = _current.set(shared)
         try:
             start = now()  # noqa: F841
-            attempt = ctx.attempt = 1
+            attempt = 1
             while True:
                 try:
                     return await fn(*args, **kwargs)
