@@ -262,9 +262,9 @@ class _Closed(_State):
             b._trip(now, counts)
 
     def check(self, now: float) -> None:
-        """With a store: open if the fleet's rates (others' fresh totals) reach a threshold."""
+        """With a store: open if the fleet's rates reach a threshold (a success can bring
+        the fleet to its minimum; the others' totals can change between records)."""
         counts = self.counts
-        counts.expire(now)
         calls = counts.calls
         b = self.b
         if calls >= self.minimum and (
@@ -666,6 +666,7 @@ class CircuitBreaker(Policy):
         """A store brought news: adopt the fleet's state, evaluate the fleet's rates."""
         state = self._advance(now)
         if type(state) is _Closed:
+            state.counts.expire(now)
             state.check(now)
 
     def _trip(self, now: float | None, counts: _Counts) -> None:
@@ -778,14 +779,11 @@ class CircuitBreaker(Policy):
         state = self._advance(start)
         if state.kind is DISABLED:
             return await fn(*args, **kwargs)
-        shared = self._shared
-        if shared is not None and type(state) is _Closed:
-            state.check(start)  # the others' outcomes may have raised the fleet's rates
-            state = self._state
         rejection = state.admit(start)
         if rejection is not None:
             self._reject(*rejection)
         trial = False
+        shared = self._shared
         if shared is not None and state.kind is HALF_OPEN:
             trial = await self._fleet_trial(shared, state)
         try:
@@ -846,9 +844,13 @@ class CircuitBreaker(Policy):
             if trial and shared is not None and shared.trial_done(failed, slow):
                 self._advance(end)  # the store decides; it may have already
                 return
+            if shared is not None and type(state) is _Closed:
+                state.counts.expire(end)  # the others' fresh totals, then evaluate the fleet's
+                state.record(failed, slow, end)
+                if self._state is state:
+                    state.check(end)
+                return
             state.record(failed, slow, end)
-            if shared is not None and self._state is state and type(state) is _Closed:
-                state.check(end)  # the fleet's rates, with the others' fresh totals
         else:
             state.release()
             if trial and shared is not None:

@@ -37,7 +37,8 @@ class _Record:
         self.until = 0.0  # OPEN: end of the period, on the loop clock
         self.duration = 0.0  # open duration of the current or last OPEN period
         self.taken = self.tc = self.tf = self.ts = 0  # HALF_OPEN: permits, trials recorded
-        self.links: weakref.WeakSet[_MemoryLink] = weakref.WeakSet()
+        # The members, weakly (a breaker owns its link); a plain list iterates fastest.
+        self.links: list[weakref.ref[_MemoryLink]] = []
 
     def move(self, state: CircuitState, until: float = 0.0, duration: float | None = None) -> None:
         """A shared transition: a new generation."""
@@ -68,7 +69,8 @@ class MemoryStore:
         if record is None:
             record = self._records[name] = _Record()
         link = _MemoryLink(record, breaker)
-        record.links.add(link)
+        record.links = [ref for ref in record.links if ref() is not None]
+        record.links.append(weakref.ref(link))
         return link
 
     def __repr__(self) -> str:
@@ -117,9 +119,12 @@ class _MemoryLink:
         """The other members' window totals in the current generation."""
         r = self.record
         calls = failed = slow = 0
-        for link in r.links:
+        for ref in r.links:
+            link = ref()
+            if link is None or link is self:
+                continue
             window = link.window
-            if link is not self and link.gen == r.gen and link.kind is CLOSED and window:
+            if link.gen == r.gen and link.kind is CLOSED and window:
                 window.expire(now)
                 calls += window.calls
                 failed += window.failed
