@@ -217,8 +217,10 @@ def test_failures_spread_over_three_processes_open_it_for_all(
 def test_half_open_cap_holds_with_three_processes_racing(
     fleet: Callable[[int, str], Fleet],
 ) -> None:
-    """half_open_max_calls=2: 3 processes starting 4 trial calls each at once run 2 in all."""
-    f = fleet(3, '{"minimum_calls": 1, "open_duration": 0.5, "half_open_max_calls": 2}')
+    """half_open_max_calls=2: 3 processes starting 4 trial calls each at once run 2 in all;
+    their successes close the breaker for every process."""
+    options = '"minimum_calls": 1, "open_duration": 0.5, "half_open_max_calls": 2'
+    f = fleet(3, "{" + options + ', "half_open_max_duration": 5}')
     assert f.ask(0, "fail 1") == "open"
     assert [f.ask(i, "wait half_open") for i in range(3)] == ["half_open"] * 3
     start = time.time() + 0.2
@@ -226,6 +228,7 @@ def test_half_open_cap_holds_with_three_processes_racing(
         f.send(i, f"race {start} 4")
     ran = [int(Fleet._read(p)) for p in f.procs]
     assert sum(ran) == 2, ran
+    assert [f.ask(i, "wait closed") for i in range(3)] == ["closed"] * 3  # the trials' verdict
 
 
 # -- one process, several stores ------------------------------------------------------
