@@ -208,6 +208,8 @@ async def open_bot(
             if settings.shared_breakers:
                 shared = breaker_store(client, prefix=f"{store_prefix}breakers")
         policies = build_policies(t, observers=(stats, metrics.observer), breaker_store=shared)
+        if shared is not None:  # its background task syncs the breakers with Redis
+            await stack.enter_async_context(shared)
         store: StateStore
         locks: ChatLocks
         if client is not None:
@@ -263,6 +265,7 @@ async def open_bot(
             metrics,
             stats,
             store,
+            breaker_store=shared,
             timeout=t.health_timeout,
             about={"replica": settings.replica_id, "mode": settings.mode,
                    "shared_breakers": policies.shared_breakers},

@@ -17,7 +17,9 @@ global one, so two bots in one process keep separate books) holding:
 ``degraded`` while a breaker is open (the bot still answers, from a
 fallback); ``unavailable`` when the store does not answer within
 ``health_timeout`` (HTTP 503: take this replica out of the load balancer, it
-cannot answer anyone).
+cannot answer anyone). With shared breakers, ``breaker_store.degraded`` says
+whether they sync through Redis now (if not, each replica's breakers work on
+their own until Redis answers again; the bot still answers).
 """
 
 from __future__ import annotations
@@ -165,8 +167,10 @@ class HealthCheck:
         *,
         timeout: float,
         about: dict[str, Any],
+        breaker_store: Any = None,
     ) -> None:
         self._metrics = metrics
+        self._breaker_store = breaker_store
         self._stats = stats
         self._store = store
         self._timeout = timeout
@@ -183,6 +187,14 @@ class HealthCheck:
         took = (anyio.current_time() - started) * 1000
         return {"reachable": error is None, "error": error, "ms": round(took, 2)}
 
+    def _breaker_store_state(self) -> dict[str, Any] | None:
+        """``None`` without a shared store; else whether it syncs (``degraded``: Redis
+        unreachable, each breaker on its local state)."""
+        shared = self._breaker_store
+        if shared is None:
+            return None
+        return {"kind": type(shared).__name__, "degraded": bool(getattr(shared, "degraded", False))}
+
     async def check(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body)."""
         snap = self._metrics.snapshot()
@@ -197,6 +209,7 @@ class HealthCheck:
             "components": snap.health_components(),
             "breakers": breakers,
             "store": store,
+            "breaker_store": self._breaker_store_state(),
             "messages_in": self._stats.messages_in,
             "replies_out": self._stats.replies_out,
             "policies": [p.as_dict() for p in snap.policies],

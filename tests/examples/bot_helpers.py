@@ -7,6 +7,7 @@ real time; every duration is shrunk through ``Timings.scaled`` to keep them fast
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from examples.telegram_bot.config import Settings, Timings  # noqa: E402
 from examples.telegram_bot.emulators import BotAPIEmulator, LLMEmulator  # noqa: E402
 
 TOKEN = "123456:TEST-token"
+WEBHOOK_SECRET = "test-webhook-secret"
 PRIMARY = "primary-model"
 SECONDARY = "secondary-model"
 
@@ -66,3 +68,27 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[BotApp]:
 
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def webhook_settings(
+    api: BotAPIEmulator, llm: LLMEmulator, store_url: str, **changes: Any
+) -> Settings:
+    """Webhook mode on a free port of 127.0.0.1; registers a public-looking URL."""
+    base = make_settings(api, llm, store_url)
+    defaults: dict[str, Any] = {
+        "mode": "webhook",
+        "webhook_secret": WEBHOOK_SECRET,
+        "webhook_host": "127.0.0.1",
+        "webhook_port": 0,
+        "webhook_url": "https://bot.example/webhook",
+    }
+    return dataclasses.replace(base, **(defaults | changes))
+
+
+@asynccontextmanager
+async def replica(settings: Settings, **kwargs: Any) -> AsyncIterator[tuple[BotApp, str]]:
+    """A bot in webhook mode, listening: (the app, its webhook URL)."""
+    async with running(settings, **kwargs) as app:
+        with anyio.fail_after(10):
+            await app.ready.wait()
+        yield app, f"http://127.0.0.1:{app.ports['webhook']}{settings.webhook_path}"

@@ -82,7 +82,8 @@ async def test_answered_update_offered_again_is_not_answered_twice(sqlite_url: s
 
 async def test_reply_that_could_not_be_sent_goes_out_after_restart(store: tuple[str, str]) -> None:
     """When every send attempt fails, the decided reply waits in the outbox; after a
-    restart it is sent once, and the tool is not run again."""
+    restart it is sent once, and the tool is not run again. (With Redis the restarted
+    bot may first find the shared telegram-api breaker still open, and try again.)"""
     url, prefix = store
     tools = ToolBackend()
     async with emulators() as (api, llm):
@@ -98,4 +99,5 @@ async def test_reply_that_could_not_be_sent_goes_out_after_restart(store: tuple[
     assert reply.text == "Noted: buy bulbs (note 1)."
     assert len(api.replies_to(msg.message_id, 51)) == 1
     assert tools.calls == 1
-    assert app.stats.redelivered == 1
+    assert app.stats.messages_in == 0  # nothing decided again: the outbox' reply was sent
+    assert app.stats.redelivered >= 1

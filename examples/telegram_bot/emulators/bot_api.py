@@ -20,7 +20,8 @@ taken once, when a request starts (aiohttp keeps running a handler after the
 client gave up, so a fault taken later could hit the retry instead):
 
 - :class:`RetryAfter`: 429 with ``parameters.retry_after`` (flood control);
-- :class:`ServerError`: a 5xx, JSON or (``json=False``) an HTML page;
+- :class:`ServerError`: a 5xx, JSON or (``json=False``) an HTML page that
+  names the request path (and so the token, as some proxies' pages do);
 - :class:`Delay`: answer normally, but only after ``seconds``.
 
 Binds 127.0.0.1 on an ephemeral port; ``url`` is what ``TELEGRAM_API_URL`` takes.
@@ -321,7 +322,9 @@ class BotAPIEmulator:
             if isinstance(fault, ServerError):
                 if fault.json:
                     return self._log(method, _error(fault.status, "Internal Server Error"))
-                page = "<html><body>Bad Gateway</body></html>"
+                # Like some proxies' error pages, it names the request path: that is
+                # how a bot token (in every Bot API path) ends up in an error message.
+                page = f"<html><body>Bad Gateway: {request.path}</body></html>"
                 return self._log(
                     method, web.Response(status=fault.status, text=page, content_type="text/html")
                 )

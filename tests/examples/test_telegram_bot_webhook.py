@@ -1,0 +1,71 @@
+"""Webhook mode on one replica (SQLite): the secret is checked before anything is read,
+Telegram's redelivery after a failure is answered once, getUpdates is refused meanwhile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from bot_helpers import WEBHOOK_SECRET, emulators, replica, webhook_settings
+from examples.telegram_bot.emulators import ServerError
+from examples.telegram_bot.webhook import SECRET_HEADER
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_wrong_or_missing_secret_is_refused_and_nothing_processed(
+    sqlite_url: str,
+) -> None:
+    """A POST with a wrong secret token, or none, gets 401, and the update is neither
+    handled nor answered nor remembered; the same update with the right secret is."""
+    async with emulators() as (api, llm):
+        settings = webhook_settings(api, llm, sqlite_url, webhook_url=None)
+        async with replica(settings) as (app, url), aiohttp.ClientSession() as http:
+            msg = api.user_says(91, "hello there")
+            body = api.update_body(msg)
+
+            async def post(headers: dict[str, str]) -> int:
+                async with http.post(url, json=body, headers=headers) as resp:
+                    return resp.status
+
+            refused = [
+                await post({SECRET_HEADER: "not-the-secret"}),
+                await post({}),
+                await post({SECRET_HEADER: WEBHOOK_SECRET + "x"}),
+            ]
+            assert (api.sent, llm.requests, app.stats.messages_in) == ([], [], 0)
+            assert await app.store.outbox(msg.update_id) is None
+            accepted = await post({SECRET_HEADER: WEBHOOK_SECRET})
+    assert refused == [401, 401, 401]
+    assert app.stats.webhook_refused == 3
+    assert accepted == 200
+    assert len(api.replies_to(msg.message_id, 91)) == 1
+
+
+async def test_reply_not_sent_is_redelivered_by_telegram_and_answered_once(
+    sqlite_url: str,
+) -> None:
+    """When the reply cannot be sent, the webhook answers 503; Telegram (the emulator)
+    delivers the update again, and the recorded reply goes out once. getUpdates is
+    refused with 409 while the webhook is set, as Telegram does."""
+    async with emulators() as (api, llm):
+        api.webhook_retry_after = 0.1
+        settings = webhook_settings(api, llm, sqlite_url)
+        api.inject("sendMessage", *[ServerError()] * 5)  # every attempt of telegram-send
+        async with replica(settings) as (app, url), aiohttp.ClientSession() as http:
+            api.balance([url])
+            msg = api.user_says(92, "note: buy bulbs")
+            reply = await api.reply(msg)
+            await api.wait_until(lambda: api.unconfirmed == 0)
+            path = f"{api.url}/bot{settings.bot_token}/getUpdates"
+            async with http.post(path) as resp:
+                conflict: dict[str, Any] = await resp.json()
+    statuses = [d.status for d in api.delivered(msg.update_id)]
+    assert statuses[-1] == 200
+    assert set(statuses[:-1]) == {503}  # refused until the Bot API took the reply
+    assert reply.text == "Noted: buy bulbs (note 1)."
+    assert len(api.replies_to(msg.message_id, 92)) == 1
+    assert app.stats.messages_in == 1  # decided once; each redelivery sends the recorded reply
+    assert app.stats.redelivered == len(statuses) - 1
+    assert conflict["error_code"] == 409
