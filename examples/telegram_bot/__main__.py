@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import logging
 import signal
 import sys
@@ -70,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with redacting(settings.secrets()):
         try:
-            anyio.run(run_bot, settings, backend="asyncio")
+            # uvloop when installed (not a dependency): cheaper I/O callbacks, and the
+            # bot is mostly I/O callbacks (see docs/bot-production.md, the load test).
+            uvloop = importlib.util.find_spec("uvloop") is not None
+            log.info("event loop: %s", "uvloop" if uvloop else "asyncio")
+            options = {"use_uvloop": uvloop}
+            anyio.run(run_bot, settings, backend="asyncio", backend_options=options)
         except Exception as exc:  # logged, redacted, instead of Python's bare traceback
             log.critical("the bot stopped: %s", redact(f"{type(exc).__name__}: {exc}"))
             log.debug("traceback", exc_info=True)

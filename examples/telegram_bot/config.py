@@ -109,6 +109,7 @@ class Timings:
     inflight_poll_interval: float = 0.5  # re-poll while updates are being handled
     busy_poll_gap: float = 0.005  # ... but no more often than this
     send_timeout: float = 10.0
+    typing_delay: float = 1.0  # "typing…" only for answers slower than this
     send_backoff_initial: float = 1.0
     send_backoff_max: float = 10.0
     send_max_retry_after: float = 60.0  # flood control waits up to this are waited out

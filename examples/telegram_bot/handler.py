@@ -149,16 +149,14 @@ class MessageHandler:
             reply, level = self._admin.answer(command, msg)
             prefs = style = None
         else:
-            chat_id = msg.chat_id
-
-            async def typing() -> None:
-                await self._sender.typing(chat_id)
-
-            self._spawn(typing)
-            prefs = await self._store.load_preferences(msg.user_id)
-            style = prefs.style
-            deadline = received_at + self._t.answer_budget
-            reply, level = await self._answer(msg, conv, prefs, deadline)
+            typing = self._typing_later(msg.chat_id)
+            try:
+                prefs = await self._store.load_preferences(msg.user_id)
+                style = prefs.style
+                deadline = received_at + self._t.answer_budget
+                reply, level = await self._answer(msg, conv, prefs, deadline)
+            finally:
+                typing.cancel()
             reply = self._moderator.review(reply)
         if level not in NOT_IN_HISTORY:
             conv.history += [Turn("user", msg.text), Turn("assistant", reply)]
@@ -182,6 +180,20 @@ class MessageHandler:
             {"chat": msg.chat_id, "update": msg.update_id, "level": level, "sent": delivered}
         )
         return delivered
+
+    def _typing_later(self, chat_id: int) -> anyio.CancelScope:
+        """Show "typing…" if the answer takes longer than ``typing_delay``; cancel the
+        returned scope once it is ready. (A quick answer needs no typing action: under
+        load that saved a Bot API call per message, and Telegram limits calls.)"""
+        scope = anyio.CancelScope()
+
+        async def typing() -> None:
+            with scope:
+                await anyio.sleep(self._t.typing_delay)
+                await self._sender.typing(chat_id)
+
+        self._spawn(typing)
+        return scope
 
     def _over_limits(self, msg: Incoming, conv: Conversation) -> tuple[str, str] | None:
         """A notice when the message is too long or comes too fast, else ``None``.

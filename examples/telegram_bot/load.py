@@ -15,8 +15,9 @@ the most the bot can do).
 
 Measured, on the emulator's clock (one process, one clock):
 
-- throughput: messages answered / the time from the first message to the
-  last reply (after a warm-up message per chat, not counted);
+- throughput: the rate replies came out, from the first to the last (after
+  a warm-up message per chat, not counted); with ``--rate`` it can only
+  match the offered rate, so ``--rate 0`` measures the most the bot can do;
 - end to end: user message → the bot's ``sendMessage`` arriving, p50/p95/p99;
 - added by the bot: end to end minus the emulated LLM latency;
 - the bot process' CPU time per message (Linux: from ``/proc``), which
@@ -77,7 +78,8 @@ class LoadResult:
 
     @property
     def throughput(self) -> float:
-        return self.answered_once / self.seconds if self.seconds > 0 else 0.0
+        """Replies per second, from the first to the last (the rate the bot sustained)."""
+        return (self.answered_once - 1) / self.seconds if self.seconds > 0 else 0.0
 
     def added(self) -> list[float]:
         return [max(0.0, t - self.llm_latency) for t in self.latencies]
@@ -268,7 +270,9 @@ async def _drive(
         1 for m in measured if replies.count.get((m.chat_id, m.message_id)) == 1
     )
     result.latencies = [r.at - m.at for m, r in answered]
-    result.seconds = max(r.at for _, r in answered) - started
+    # Sustained throughput: the rate replies came out, first to last.
+    times = sorted(r.at for _, r in answered)
+    result.seconds = times[-1] - times[0] if len(times) > 1 else 0.0
 
 
 async def _drop_keys(url: str, prefix: str) -> None:

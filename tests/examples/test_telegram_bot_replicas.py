@@ -1,5 +1,5 @@
 """Replicas in webhook mode over the machine's Redis: one conversation across them, each
-update answered once, one chat handled by one replica at a time.
+update answered once, one chat handled by one replica at a time, one breaker for all.
 
 Each test uses its own key prefix (the ``redis_prefix`` fixture: skipped without Redis,
 failed under CI=true)."""
@@ -20,9 +20,11 @@ from bot_helpers import (
     replica,
     webhook_settings,
 )
-from examples.telegram_bot.emulators import Latency
+from examples.telegram_bot.emulators import Latency, Outage
 from examples.telegram_bot.stages.tools import ToolBackend
 from examples.telegram_bot.webhook import SECRET_HEADER
+
+from resilient import CircuitState
 
 pytestmark = pytest.mark.asyncio
 
@@ -124,3 +126,36 @@ async def test_one_chat_on_two_replicas_at_once_loses_no_update(redis_prefix: st
     assert all(len(api.replies_to(m.message_id, 81)) == 1 for m in msgs)
     assert conv.version == 6
     assert sorted(t.text for t in conv.history if t.role == "user") == [m.text for m in msgs]
+
+
+async def test_llm_outage_seen_by_one_replica_opens_the_breaker_for_all(
+    redis_prefix: str,
+) -> None:
+    """Replica a alone sees the primary model fail and opens its breaker; replica b,
+    which never called the model, finds its own llm-primary breaker open through the
+    shared Redis breaker store, and answers from a fallback without calling it."""
+    async with emulators() as (api, llm):
+        settings_a = webhook_settings(api, llm, REDIS_URL, replica_id="a")
+        settings_b = dataclasses.replace(settings_a, replica_id="b")
+        llm.set_mode(PRIMARY, Outage())
+        async with (
+            replica(settings_a, store_prefix=redis_prefix) as (a, url_a),
+            replica(settings_b, store_prefix=redis_prefix) as (b, url_b),
+        ):
+            assert a.policies.shared_breakers
+            api.balance([url_a])
+            for i in range(3):
+                await api.say(111, f"tell me about moss, part {i}")
+            assert a.policies.primary.breaker.state is CircuitState.OPEN
+            with anyio.fail_after(2):
+                while b.policies.primary.breaker.state is not CircuitState.OPEN:
+                    await anyio.sleep(0.01)
+            calls = len(llm.for_model(PRIMARY))
+            api.balance([url_b])
+            answer = await api.say(112, "what's the weather in Oslo?")
+            health = (await b.health.check())[1]
+    assert answer.startswith("I can't reach the weather service right now")
+    assert len(llm.for_model(PRIMARY)) == calls
+    assert b.stats.messages_in == 1
+    assert health["breakers"]["llm-primary"] == "open"
+    assert health["breaker_store"] == {"kind": "RedisStore", "degraded": False}
