@@ -38,19 +38,17 @@ Replicas share their breakers through a breaker store: with a Redis state
 store, :func:`breaker_store` builds ``resilient.stores.redis.RedisStore`` on
 the same Redis client, and every breaker (``llm-primary``, ``llm-secondary``,
 ``telegram-api``) gets ``store=`` it, so an LLM outage seen by one replica
-opens the breaker for all of them.
+opens the breaker for all of them (``SHARED_BREAKERS=false``: each keeps its own).
 """
 
 from __future__ import annotations
 
 import email.utils
-import importlib
-import logging
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 import redis.exceptions
@@ -78,6 +76,9 @@ from resilient import (
 
 from .config import Timings
 
+if TYPE_CHECKING:
+    from resilient.stores.redis import RedisStore
+
 __all__ = [
     "BotPolicies",
     "ModelPolicies",
@@ -89,8 +90,6 @@ __all__ = [
     "telegram_retry_after",
 ]
 
-
-log = logging.getLogger("examples.telegram_bot.policies")
 
 # --- what counts as what ------------------------------------------------------
 
@@ -222,22 +221,20 @@ class BotPolicies:
 
 
 # --- the breaker store (shared by replicas) -------------------------------------------
-#
-# SEAM: resilient.stores.redis.RedisStore(client, *, prefix=...) is being written in
-# parallel with this example. Until it can be imported, breaker_store() returns None:
-# each replica then keeps its breakers to itself (the bot works, but an outage seen by
-# one replica does not open the others' breakers). Nothing else changes once it lands.
 
 
-def breaker_store(client: Any, prefix: str) -> Any:
-    """A breaker store on ``client`` (redis.asyncio) under ``prefix``, or ``None``
-    when ``resilient.stores.redis`` is not available in this version of resilient."""
-    try:
-        module = importlib.import_module("resilient.stores.redis")
-    except ImportError as exc:
-        log.warning("shared breakers unavailable (%s): each replica keeps its own", exc)
-        return None
-    return module.RedisStore(client, prefix=prefix)
+def breaker_store(client: Any, prefix: str) -> RedisStore:
+    """The breakers' shared store on ``client`` (redis.asyncio) under ``prefix``.
+
+    Defaults of :class:`~resilient.stores.redis.RedisStore`: a sync round every
+    50 ms (an open breaker reaches the other replicas within about that), 0.5 s
+    per round before Redis counts as unreachable (then each replica's breakers
+    work on their own state until it answers again: the bot never waits for it).
+    Run it with ``async with`` (the composition root does).
+    """
+    from resilient.stores.redis import RedisStore  # here: only bots on Redis need it
+
+    return RedisStore(client, prefix=prefix)
 
 
 def _model(
