@@ -54,6 +54,7 @@ import asyncio
 import contextvars
 import gc
 import heapq
+import math
 import random
 import statistics
 import sys
@@ -148,6 +149,7 @@ class Config:
     spike_rate: float = 0.01
     """Share of attempts that stall for ``spike`` seconds, past the timeout."""
     spike: float = 0.5
+    """How long a stalled attempt would take (the timeout cuts it at ``timeout``)."""
     degraded_failure_rate: float = 0.3
     """Share of attempts refused (``ConnectionError``) in the degraded phase."""
     refusal_delay: float = 0.002
@@ -163,6 +165,7 @@ class Config:
     fallback_latency: float = 0.001
     """...which takes this long to look up (a cancellation can land there too)."""
     timeout: float = 0.05
+    """From here to ``slow_call_duration``: the policies' own options, as they take them."""
     max_concurrent: int = 90
     max_wait: float = 0.005
     max_queue: int = 40
@@ -491,22 +494,32 @@ class _Victim:
 
 
 class Monkey:
-    """Cancels callers from outside: a task of its own cancels each victim's scope when due."""
+    """Cancels callers from outside: a task of its own cancels each victim's scope when due.
 
-    def __init__(self, tick: float) -> None:
-        self._tick = tick
+    It sleeps until the earliest time due; scheduling an earlier one moves
+    its wake-up (the deadline of the scope it sleeps in) forward, so every
+    cancellation comes at its own random instant.
+    """
+
+    def __init__(self) -> None:
         self._due: list[tuple[float, int, _Victim]] = []
         self._seq = 0
+        self._nap: anyio.CancelScope | None = None
         self.fired = 0  # cancellations sent to calls still running
 
     def schedule(self, when: float, victim: _Victim) -> None:
         self._seq += 1
         heapq.heappush(self._due, (when, self._seq, victim))
+        nap = self._nap
+        if nap is not None and when < nap.deadline:
+            nap.deadline = when
 
     async def run(self) -> None:
         due = self._due
         while True:
-            await anyio.sleep(self._tick)
+            with anyio.CancelScope(deadline=due[0][0] if due else math.inf) as self._nap:
+                await anyio.sleep_forever()
+            self._nap = None
             now = anyio.current_time()
             while due and due[0][0] <= now:
                 victim = heapq.heappop(due)[2]
@@ -596,7 +609,7 @@ class Soak:
         period: Callable[[], object] = (
             (lambda: watch.period) if c.observe_breaker else (lambda: breaker._state)
         )
-        self.monkey = Monkey(c.tick)
+        self.monkey = Monkey()
         self.probe = Probe(
             breaker, period, c.half_open_max_calls, self.violations, self.maybe_cancel_trial
         )

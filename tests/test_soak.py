@@ -40,12 +40,15 @@ soak = _load_soak()
 BACKENDS = ["asyncio", "trio"]
 
 
-def assert_holds(report: Any, polled: bool = False) -> None:
+def assert_holds(report: Any) -> None:
     """No violation, and the soak really went through every phase and outcome."""
     assert report.violations == [], "\n".join(report.violations)
     assert sum(report.outcomes.values()) == report.config.calls
+    polled = not report.config.observe_breaker
+    # A call ends timed out when its last attempt stalls too: a few in 10,000.
+    rare = ("unexpected",) if report.config.calls >= 50_000 else ("unexpected", "timed_out")
     for outcome in soak.OUTCOMES:
-        if outcome != "unexpected":
+        if outcome not in rare:
             assert report.outcomes[outcome] > 0, f"no call ended as {outcome}"
     assert set(report.fallback_for) == {"open", "bulkhead", "timeout", "failed"}
     observed = () if polled else ("open", "half_open_full")  # the breaker's own events
@@ -76,7 +79,7 @@ def test_soak_memory_stays_flat(backend: str, calls: int) -> None:
     """Traced memory stays flat, and an unobserved breaker (fast paths) holds every invariant."""
     config = soak.Config(calls=calls, seed=1, observe_breaker=False)
     report = soak.run_soak(config, backend)
-    assert_holds(report, polled=True)
+    assert_holds(report)
     assert 0 < report.memory_first <= report.memory_peak
     print(soak.format_reports([report]))
 
