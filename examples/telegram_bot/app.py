@@ -209,7 +209,8 @@ async def open_bot(
                 shared = breaker_store(client, prefix=f"{store_prefix}breakers")
         policies = build_policies(t, observers=(stats, metrics.observer), breaker_store=shared)
         if shared is not None:  # its background task syncs the breakers with Redis
-            await stack.enter_async_context(shared)
+            await shared.start()
+            stack.push_async_callback(_stop_breaker_store, shared)
         store: StateStore
         locks: ChatLocks
         if client is not None:
@@ -331,6 +332,21 @@ def _aiohttp_transport() -> Any:
         return make()
     except RuntimeError:  # openai without its aiohttp extra
         return None
+
+
+async def _stop_breaker_store(store: Any) -> None:
+    """``store.aclose()`` in a task of its own, shielded.
+
+    When the bot is cancelled (SIGTERM, a test's kill), ``RedisStore.aclose``
+    run by the cancelled task re-raises its background task's
+    ``CancelledError``, which anyio does not recognise as its own: it escaped
+    the bot's cancel scope and cancelled the caller's task group (the demo on
+    Redis stopped at its restart). In a fresh task nobody cancels, aclose ends
+    normally, and the bot's own cancellation goes on as usual.
+    """
+    with anyio.CancelScope(shield=True):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.aclose)
 
 
 async def _close_redis(client: Any) -> None:

@@ -17,9 +17,11 @@ from bot_helpers import (
     REDIS_URL,
     WEBHOOK_SECRET,
     emulators,
+    make_settings,
     replica,
     webhook_settings,
 )
+from examples.telegram_bot.app import open_bot
 from examples.telegram_bot.emulators import Latency, Outage
 from examples.telegram_bot.stages.tools import ToolBackend
 from examples.telegram_bot.webhook import SECRET_HEADER
@@ -159,3 +161,31 @@ async def test_llm_outage_seen_by_one_replica_opens_the_breaker_for_all(
     assert b.stats.messages_in == 1
     assert health["breakers"]["llm-primary"] == "open"
     assert health["breaker_store"] == {"kind": "RedisStore", "degraded": False}
+
+
+async def test_bot_on_redis_stopped_by_cancellation_leaves_its_caller_running(
+    redis_prefix: str,
+) -> None:
+    """Cancelling a bot on Redis (as SIGTERM does) stops it, shared breaker store
+    included, and the cancellation stays inside the bot's scope: the caller goes on,
+    and a restarted bot continues the conversation."""
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, REDIS_URL)
+        async with anyio.create_task_group() as outer:
+            for text in ("hello", "hello again"):
+                scope = anyio.CancelScope()
+                stopped = anyio.Event()
+
+                async def bot(scope: anyio.CancelScope, stopped: anyio.Event) -> None:
+                    with scope:
+                        async with open_bot(settings, store_prefix=redis_prefix) as app:
+                            await app.run()
+                    stopped.set()
+
+                outer.start_soon(bot, scope, stopped)
+                answer = await api.say(121, text)
+                scope.cancel()
+                with anyio.fail_after(5):
+                    await stopped.wait()
+            assert not outer.cancel_scope.cancel_called
+    assert answer.endswith("(I see 2 earlier messages.)")
