@@ -27,9 +27,9 @@ Production additions (see ``docs/bot-production.md``), each with its default:
   one bot share it).
 - ``SHARED_BREAKERS`` (``true``): with a Redis state store, the breakers share
   their state through Redis too.
-- ``MAX_MESSAGE_LENGTH`` (4000 characters), ``CHAT_RATE_LIMIT`` (``20/60``:
-  20 messages per chat in 60 s), ``ADMIN_IDS`` (user ids, comma-separated;
-  default none).
+- ``MAX_MESSAGE_LENGTH`` (4096 characters, Telegram's limit),
+  ``CHAT_RATE_LIMIT`` (``off``; ``20/60``: 20 messages per chat in 60 s),
+  ``ADMIN_IDS`` (user ids, comma-separated; default none).
 - ``BOT_FLAGS``: the feature flags as JSON (see :mod:`.flags`).
 - ``BOT_CONFIG``: a TOML file with any of the above, keys in lower case
   (``bot_token = "…"``, ``admin_ids = [1, 2]``, a ``[flags.<name>]`` table per
@@ -147,15 +147,18 @@ class Timings:
 class Limits:
     """Abuse limits. A message over a limit gets a polite notice, never an LLM call.
 
-    ``max_message_length``: characters (default 4000); ``rate_messages`` per
-    chat within ``rate_window`` seconds (default 20 in 60 s; messages over it
-    are not counted, so a chat that slows down is served again as its older
-    messages leave the window); ``admin_ids``: users who may use the admin
-    commands ``/stats`` and ``/flags`` (default none).
+    ``max_message_length``: characters (default 4096, Telegram's own limit:
+    nothing is refused unless set lower); ``rate_messages`` per chat within
+    ``rate_window`` seconds (default ``None``: no limit, so that by default
+    every message reaches the LLM chain, as the bot's contract says; 20 in
+    60 s is a sane production value; messages over it are not counted, so a
+    chat that slows down is served again as its older messages leave the
+    window); ``admin_ids``: users who may use the admin commands ``/stats`` and
+    ``/flags`` (default none).
     """
 
-    max_message_length: int = 4000
-    rate_messages: int = 20
+    max_message_length: int = 4096
+    rate_messages: int | None = None
     rate_window: float = 60.0
     admin_ids: frozenset[int] = field(default_factory=frozenset)
 
@@ -165,7 +168,9 @@ class Limits:
                 f"Limits: max_message_length must be an integer >= 1, "
                 f"got {self.max_message_length!r}"
             )
-        if _not_int(self.rate_messages) or self.rate_messages < 1:
+        if self.rate_messages is not None and (
+            _not_int(self.rate_messages) or self.rate_messages < 1
+        ):
             raise ValueError(
                 f"Limits: rate_messages must be an integer >= 1, got {self.rate_messages!r}"
             )
@@ -426,14 +431,16 @@ def _ids(value: Any) -> frozenset[int]:
 
 
 def _rate(value: Any) -> dict[str, Any]:
-    """``"20/60"``: 20 messages per 60 seconds."""
+    """``"20/60"``: 20 messages per 60 seconds; ``"off"``: no limit."""
     text = str(value).strip()
+    if text.lower() in ("off", "none"):
+        return {"rate_messages": None}
     count, _, window = text.partition("/")
     try:
         limits = Limits(rate_messages=int(count), rate_window=float(window))
     except ValueError:
         raise ValueError(
-            f"must be <messages>/<seconds> with both > 0, like 20/60, got {value!r}"
+            f"must be <messages>/<seconds> with both > 0, like 20/60, or off, got {value!r}"
         ) from None
     return {"rate_messages": limits.rate_messages, "rate_window": limits.rate_window}
 

@@ -206,6 +206,8 @@ class MessageHandler:
             self._stats.notices["too_long"] += 1
             text = TOO_LONG_TEXT.format(length=len(msg.text), limit=limits.max_message_length)
             return text, "too_long"
+        if limits.rate_messages is None:
+            return None
         now = self._wall_clock()
         window_start = now - limits.rate_window
         conv.recent = [t for t in conv.recent if window_start < t <= now]

@@ -11,7 +11,16 @@ from pathlib import Path
 import aiohttp
 import anyio
 import pytest
-from bot_helpers import FAST, PRIMARY, SECONDARY, TOKEN, emulators, make_settings, running
+from bot_helpers import (
+    FAST,
+    PRIMARY,
+    ROOT,
+    SECONDARY,
+    TOKEN,
+    emulators,
+    make_settings,
+    running,
+)
 from examples.telegram_bot.config import ConfigError, Limits, Settings
 from examples.telegram_bot.emulators import Outage, RateLimited, ServerError
 from examples.telegram_bot.flags import FLAGS, Flag, Flags, rollout_bucket
@@ -113,6 +122,16 @@ def test_settings_from_file_and_environment(tmp_path: Path) -> None:
     assert s.limits == Limits(rate_messages=5, rate_window=10.0, admin_ids=frozenset({9, 10}))
     assert s.flags.flags["secondary_llm"] == Flag(percentage=25.0, deny=frozenset({99}))
     assert s.timings.reply_deadline == 20.0
+
+
+def test_default_limits_keep_every_message_for_the_llm() -> None:
+    """By default (the bot's contract) nothing is refused: no rate limit, and the length
+    limit is Telegram's own; CHAT_RATE_LIMIT=off says so explicitly."""
+    limits = Settings.from_env({"BOT_TOKEN": "1:a"}).limits
+    assert (limits.rate_messages, limits.max_message_length) == (None, 4096)
+    env = {"BOT_TOKEN": "1:a", "CHAT_RATE_LIMIT": "20/60", "MAX_MESSAGE_LENGTH": "500"}
+    assert Settings.from_env(env).limits == Limits(500, 20, 60.0)
+    assert Settings.from_env(env | {"CHAT_RATE_LIMIT": "off"}).limits.rate_messages is None
 
 
 def test_every_configuration_problem_is_reported_at_once_without_secrets() -> None:
@@ -324,10 +343,7 @@ async def test_metrics_and_health(sqlite_url: str) -> None:
 
 
 def test_every_flag_is_documented() -> None:
-    """Each flag the bot reads is listed, with what it switches, for /flags and the docs."""
-    assert set(FLAGS) == {
-        "secondary_llm",
-        "fallback_simplified",
-        "fallback_cached",
-        "fallback_template",
-    }
+    """Each flag the bot reads has a row in the production docs' table of flags."""
+    page = (ROOT / "docs" / "bot-production.md").read_text()
+    rows = {line.split("`")[1] for line in page.splitlines() if line.startswith("| `")}
+    assert set(FLAGS) <= rows
