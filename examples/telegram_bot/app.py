@@ -114,7 +114,7 @@ class BotApp:
         async with anyio.create_task_group() as tg:
             self.spawner.group = tg
             try:
-                for (host, port), (names, routes) in self._servers().items():
+                for host, port, names, routes in self._servers():
                     bound = await tg.start(serve, host, port, routes)
                     for name in names:
                         self.ports[name] = bound
@@ -129,23 +129,26 @@ class BotApp:
             finally:
                 self.spawner.group = None
 
-    def _servers(self) -> dict[tuple[str, int], tuple[list[str], list[web.RouteDef]]]:
-        """(host, port) -> (what, routes); the webhook and the metrics share a port if told so."""
+    def _servers(self) -> list[tuple[str, int, list[str], list[web.RouteDef]]]:
+        """(host, port, what, routes) of each server to run; the webhook and the metrics
+        share one when given the same port (port 0, any free port: each its own)."""
         s = self.settings
-        servers: dict[tuple[str, int], tuple[list[str], list[web.RouteDef]]] = {}
+        servers: list[tuple[str, int, list[str], list[web.RouteDef]]] = []
 
         def add(name: str, host: str, port: int, routes: Sequence[web.RouteDef]) -> None:
-            key = (host, port) if port else (host, -len(servers) - 1)  # 0: each its own
-            names, all_routes = servers.setdefault(key, ([], []))
-            names.append(name)
-            all_routes.extend(routes)
+            for _, bound, names, all_routes in servers:
+                if port and bound == port:
+                    names.append(name)
+                    all_routes.extend(routes)
+                    return
+            servers.append((host, port, [name], list(routes)))
 
         if self.webhook is not None:
             add("webhook", s.webhook_host, s.webhook_port, self.webhook.routes())
         if s.metrics_port is not None:
-            host = s.webhook_host if s.metrics_port == s.webhook_port else s.metrics_host
-            add("metrics", host, s.metrics_port, metrics_routes(self.metrics, self.health))
-        return {(host, max(port, 0)): v for (host, port), v in servers.items()}
+            routes = metrics_routes(self.metrics, self.health)
+            add("metrics", s.metrics_host, s.metrics_port, routes)
+        return servers
 
     async def _register_webhook(self) -> None:
         s = self.settings

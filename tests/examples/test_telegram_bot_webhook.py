@@ -18,9 +18,10 @@ async def test_wrong_or_missing_secret_is_refused_and_nothing_processed(
     sqlite_url: str,
 ) -> None:
     """A POST with a wrong secret token, or none, gets 401, and the update is neither
-    handled nor answered nor remembered; the same update with the right secret is."""
+    handled nor answered nor remembered; the same update with the right secret is.
+    (/metrics, on a port of its own, counts the refusals.)"""
     async with emulators() as (api, llm):
-        settings = webhook_settings(api, llm, sqlite_url, webhook_url=None)
+        settings = webhook_settings(api, llm, sqlite_url, webhook_url=None, metrics_port=0)
         async with replica(settings) as (app, url), aiohttp.ClientSession() as http:
             msg = api.user_says(91, "hello there")
             body = api.update_body(msg)
@@ -37,8 +38,12 @@ async def test_wrong_or_missing_secret_is_refused_and_nothing_processed(
             assert (api.sent, llm.requests, app.stats.messages_in) == ([], [], 0)
             assert await app.store.outbox(msg.update_id) is None
             accepted = await post({SECRET_HEADER: WEBHOOK_SECRET})
+            assert app.ports["metrics"] != app.ports["webhook"]
+            async with http.get(f"http://127.0.0.1:{app.ports['metrics']}/metrics") as resp:
+                metrics = await resp.text()
     assert refused == [401, 401, 401]
     assert app.stats.webhook_refused == 3
+    assert "bot_webhook_refused_total 3.0" in metrics
     assert accepted == 200
     assert len(api.replies_to(msg.message_id, 91)) == 1
 
