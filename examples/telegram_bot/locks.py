@@ -175,7 +175,9 @@ class RedisChatLocks:
                     finally:
                         tg.cancel_scope.cancel()
             finally:
-                with anyio.CancelScope(shield=True):
+                # Shielded (a cancelled handler still frees the chat), but bounded:
+                # if Redis does not answer, the key expires by itself.
+                with anyio.move_on_after(self.ttl, shield=True):
                     try:
                         await self._release(keys=[self.key(chat_id)], args=[token])
                     except Exception as exc:  # it expires by itself within ttl
