@@ -193,7 +193,11 @@ async def propagation(trips: int, interval: float, prefix: str) -> list[float]:
                     await asyncio.sleep(0.0005)
     finally:
         child.stdin.close()
-        child.wait(timeout=10)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            print("  (the child did not exit within 30 s of its stdin closing: killed)")
         await client.aclose()
     return delays
 

@@ -324,7 +324,8 @@ def test_redis_stopped_mid_test_degrades_and_recovers(
 
 
 def test_keys_carry_the_prefix_a_hash_tag_and_ttls(prefix: str) -> None:
-    """Each breaker has two keys, <prefix>:{<name>}:state and :windows, both with a TTL."""
+    """Each breaker has two keys, <prefix>:{<name>}:state and :windows, both with a TTL;
+    the store's one background task ends with its block."""
 
     async def main() -> None:
         c = client()
@@ -340,6 +341,8 @@ def test_keys_carry_the_prefix_a_hash_tag_and_ttls(prefix: str) -> None:
             members = await c.hgetall(keys[1])
             assert len(members) == 1
             assert next(iter(members.values())).decode().split(":")[1:4] == ["1", "0", "0"]
+            assert len(asyncio.all_tasks()) == 2  # this one and the store's background task
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # no task outlives the block
         await c.aclose()
 
     asyncio.run(main())

@@ -241,6 +241,7 @@ class RedisStore:
         self._links: weakref.WeakSet[_RedisLink] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        self._stopping = False
         self._reachable = False  # the last round succeeded
         self._warned = False  # an outage (or not running) has been logged
 
@@ -266,6 +267,7 @@ class RedisStore:
         if self._task is not None:
             raise RuntimeError(f"{self!r} is already running")
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run())
         await self.sync()
 
@@ -274,6 +276,8 @@ class RedisStore:
         task, self._task = self._task, None
         if task is None:
             return
+        # The flag too: a client library that swallows a cancellation cannot keep it alive.
+        self._stopping = True
         task.cancel()
         try:
             await task
@@ -292,13 +296,14 @@ class RedisStore:
     async def _run(self) -> None:
         wake = self._wake
         assert wake is not None
-        while True:
+        while not self._stopping:
             # Not asyncio.wait_for: on 3.11 it loses a cancellation that races the wake-up.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.sync_interval):
                     await wake.wait()
             wake.clear()
-            await self._round()
+            if not self._stopping:
+                await self._round()
 
     def _poke(self) -> None:
         """A local change to publish: start a round now."""
@@ -318,12 +323,17 @@ class RedisStore:
         now = _now()
         sent = [link.request(now) for link in links]
         try:
-            async with asyncio.timeout(self.timeout):
-                pipe = self.client.pipeline(transaction=False)
+            async with (
+                asyncio.timeout(self.timeout),
+                self.client.pipeline(transaction=False) as pipe,  # reset even if cancelled
+            ):
                 for keys, args, _ in sent:
                     await self._sync_script(keys=keys, args=args, client=pipe)
                 replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # any Redis fault: fail-static, never the caller's error
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError from exc  # our cancellation, disguised by the client
             self._fault(exc)
             return False
         now = _now()
