@@ -606,6 +606,7 @@ class Soak:
             observers=observers if c.observe_breaker else (),
         )
         breaker, watch = self.breaker, self.watch
+        # Unobserved, a period is the breaker's internal state object (see Probe).
         period: Callable[[], object] = (
             (lambda: watch.period) if c.observe_breaker else (lambda: breaker._state)
         )
