@@ -279,11 +279,9 @@ class RedisStore:
         # The flag too: a client library that swallows a cancellation cannot keep it alive.
         self._stopping = True
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                raise  # our own caller is being cancelled, not just the task we stopped
+        # asyncio.wait never raises the task's own CancelledError: only a cancellation
+        # of our caller (e.g. an anyio scope's, which the scope recognises) propagates.
+        await asyncio.wait([task])
         await self._round(final=True)
 
     async def __aenter__(self) -> RedisStore:
@@ -331,9 +329,6 @@ class RedisStore:
                     await self._sync_script(keys=keys, args=args, client=pipe)
                 replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # any Redis fault: fail-static, never the caller's error
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError from exc  # our cancellation, disguised by the client
             self._fault(exc)
             return False
         now = _now()
