@@ -32,7 +32,6 @@ from typing import Any, Protocol
 
 import anyio
 import openai
-from openai.types.chat import ChatCompletion
 from rapidfuzz import fuzz
 
 from resilient import FallbackChain, Observer, Strategy, call_context
@@ -116,19 +115,29 @@ class ModelClient:
         # The client's own post() rather than chat.completions.create(): create()
         # first walks the body against the SDK's TypedDicts, which cost more CPU
         # than the rest of the bot's work on a message (profiled under load, with
-        # 12 turns of history). The body is plain JSON already; errors, timeouts
-        # and the parsed answer are the same.
+        # 12 turns of history). The body is plain JSON already, and the answer is
+        # read as plain JSON too (cast_to=object: no ChatCompletion built for one
+        # string). Errors and timeouts are the SDK's, as with create().
         body = {
             "model": self.model,
             "messages": list(messages),
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
-        response = await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
-        content = response.choices[0].message.content if response.choices else None
+        data = await self._client.post("/chat/completions", body=body, cast_to=object)
+        content = _first_content(data)
         if not content or not content.strip():
             raise EmptyAnswer(f"{self.model} answered with no text")
         return content.strip()
+
+
+def _first_content(data: object) -> str | None:
+    """``choices[0].message.content`` of a chat completion's JSON, or ``None``."""
+    try:
+        content = data["choices"][0]["message"]["content"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
 
 
 @dataclass(frozen=True, slots=True)
