@@ -22,8 +22,12 @@ Since every poll returns the unfinished updates again, the poller asks for
 plain JSON (:class:`GetUpdatesRaw`) and builds aiogram's ``Update`` only for
 updates it has not seen: parsing them all on every poll cost more than the
 rest of the bot under load (100 unfinished updates, a poll per finished one).
-While updates are unfinished it also leaves at least ``busy_poll_gap`` between
-polls, so that a burst of finishes makes one poll, not one each.
+While updates are unfinished it leaves at least ``busy_poll_gap`` (5 ms)
+between polls, and asks again that soon only when the last poll brought new
+updates (a busy bot: more are probably on their way); a poll that brought
+none waits for a finish instead. Waiting for a finish every time made a new
+message wait for the next finish: 55 ms of added latency at 300 messages/s,
+against 7 ms now, for about 0.4 ms more CPU a message (measured).
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ class Poller:
             await anyio.sleep(self._t.poll_backoff_max)
             return
         now = anyio.current_time()
+        fresh = False
         for raw in updates:
             uid = int(raw["update_id"])
             not_before = self._unfinished.get(uid)
@@ -129,9 +134,12 @@ class Poller:
             self._seen_max = uid if self._seen_max is None else max(self._seen_max, uid)
             self._unfinished[uid] = IN_FLIGHT
             self._dispatch(tg, update, now)
+            fresh = True
         if self._unfinished:
-            with anyio.move_on_after(self._t.inflight_poll_interval):
-                await self._changed.wait()
+            if not fresh:  # nothing new: ask again when one finishes (or in a while)
+                with anyio.move_on_after(self._t.inflight_poll_interval):
+                    await self._changed.wait()
+            # New ones came: more may be on the way (a busy bot), ask again soon.
             if self._changed.is_set():
                 self._changed = anyio.Event()
             # A burst of finishes makes one poll, not one each (each poll returns
