@@ -3,7 +3,6 @@
 All policies measure time on the running event loop's clock, so a virtual
 clock for the loop (trio's ``MockClock``, or ``resilient.testing``'s
 ``VirtualTimeEventLoop`` on asyncio) puts every policy in virtual time.
-Sleeping goes through :func:`sleep` here too: the same loop, the same clock.
 """
 
 from __future__ import annotations
@@ -16,13 +15,11 @@ from asyncio import (
     BaseEventLoop,
     _get_running_loop,  # returns None instead of raising
 )
-from asyncio import sleep as _asyncio_sleep
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import anyio
 
-__all__ = ["asyncio_loop", "clock", "now", "sleep"]
+__all__ = ["asyncio_loop", "clock", "now"]
 
 # BaseEventLoop.time() is ``return time.monotonic()``: for a loop that keeps
 # it, calling time.monotonic directly reads the very same clock, one Python
@@ -71,19 +68,6 @@ def asyncio_loop() -> AbstractEventLoop | None:
     if loop is not None and loop._thread_id == _get_ident():  # type: ignore[attr-defined]
         return loop
     return _get_running_loop()
-
-
-def sleep(seconds: float) -> Coroutine[Any, Any, None]:
-    """``anyio.sleep(seconds)``, straight to ``asyncio.sleep`` on asyncio.
-
-    anyio finds its backend on every call, which costs more than the sleep
-    itself when ``seconds`` is 0 (a retry with no backoff); asyncio's sleep
-    is what anyio's asyncio backend runs anyway. Returns the coroutine (no
-    extra frame).
-    """
-    if asyncio_loop() is not None:
-        return _asyncio_sleep(seconds)
-    return anyio.sleep(seconds)
 
 
 def _find_clock() -> Callable[[], float]:

@@ -10,6 +10,7 @@ propagates at once.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import random
@@ -17,9 +18,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, final
 
+import anyio
+
 from ._events import Observer, RetryGaveUp, RetryScheduled
-from ._policy import CallContext, Policy, SharedContext, _current, label_of, writable
-from ._time import now, sleep
+from ._policy import Policy, SharedContext, _current, label_of, writable
+from ._time import asyncio_loop, now
 from ._validate import ExceptionFilter, check_exception_types, check_int, check_seconds
 from .errors import BulkheadFullError, CircuitOpenError
 
@@ -263,13 +266,12 @@ class Retry(Policy):
             return isinstance(exc, retry_on) and not isinstance(exc, self._excluded)
         return bool(retry_on(exc))
 
-    # The success path (first attempt succeeds) is what nearly every call
-    # takes, so it is written out twice, in call() and in the decorator's
-    # wrapper (a shared helper would cost a coroutine frame per call), and it
-    # does only what it must: enter the call context, read the clock once
-    # (the deadline and the give-up note count from the first attempt's
-    # start), and await the call. Everything after a first attempt that
-    # needs another runs in _again.
+    # The loop is written out twice, in call() and in the decorator's wrapper:
+    # a shared helper would cost a coroutine frame per call (a second one
+    # when decorated). It does only what it must on the success path: enter
+    # the call context, read the clock once (the deadline and the give-up
+    # note count from the first attempt's start), and await the call. The
+    # decision after an attempt that needs another is _decide's.
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
@@ -286,23 +288,40 @@ class Retry(Policy):
             ctx.attempt = 1
         try:
             start = now()
-            try:
-                result: Any = await fn(*args, **kwargs)
-            except Exception as exc:
-                if not self._should_retry(exc):
-                    raise
-                error: Exception | None = exc
-                result = None
-            else:
-                predicate = self.retry_if_result
-                if predicate is None or not predicate(result):
-                    return result  # type: ignore[no-any-return]
+            attempt = 1
+            previous = 0.0
+            while True:
+                try:
+                    result: Any = await fn(*args, **kwargs)
+                except Exception as exc:
+                    if not self._should_retry(exc):
+                        raise
+                    error: Exception | None = exc
+                else:
+                    predicate = self.retry_if_result
+                    if predicate is None or not predicate(result):
+                        return result  # type: ignore[no-any-return]
+                    error = None
+                # Outside the except block: later attempts' errors do not chain to this one.
+                delay = self._decide(error, attempt, previous, start)
+                if delay is None:
+                    if error is None:
+                        return result  # type: ignore[no-any-return]
+                    try:
+                        raise error
+                    finally:
+                        error = None  # a frame holding the error its traceback holds: a cycle
                 error = None
-            # Outside the except block: later attempts' errors do not chain to this one.
-            try:
-                return await self._again(fn, args, kwargs, ctx, start, error, result)
-            finally:
-                error = None  # a frame holding the error its traceback holds: a cycle
+                if attempt == 1:  # the first retry: what the next ones need, once
+                    # asyncio's own sleep on asyncio: anyio.sleep looks its backend up
+                    # on every call, which costs more than a zero wait itself.
+                    pause = asyncio.sleep if asyncio_loop() is not None else anyio.sleep
+                    # This retry's own context (ctx None) is shared: attempts write to a copy.
+                    own = ctx if ctx is not None else writable(_current.get() or self._first)
+                await pause(delay)
+                previous = delay
+                attempt += 1
+                own.attempt = attempt
         finally:
             if token is not None:
                 _current.reset(token)
@@ -314,12 +333,12 @@ class Retry(Policy):
         label = self._label
         first = self._first
         should_retry = self._should_retry
-        again = self._again
+        decide = self._decide
         call = self.call
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            # As call(), written out (see above).
+            # call(), written out (see above).
             if self._fault is not None:
                 return await call(fn, *args, **kwargs)
             ctx = _current.get()
@@ -334,119 +353,89 @@ class Retry(Policy):
                 ctx.attempt = 1
             try:
                 start = now()
-                try:
-                    result: Any = await fn(*args, **kwargs)
-                except Exception as exc:
-                    if not should_retry(exc):
-                        raise
-                    error: Exception | None = exc
-                    result = None
-                else:
-                    predicate = self.retry_if_result
-                    if predicate is None or not predicate(result):
-                        return result  # type: ignore[no-any-return]
+                attempt = 1
+                previous = 0.0
+                while True:
+                    try:
+                        result: Any = await fn(*args, **kwargs)
+                    except Exception as exc:
+                        if not should_retry(exc):
+                            raise
+                        error: Exception | None = exc
+                    else:
+                        predicate = self.retry_if_result
+                        if predicate is None or not predicate(result):
+                            return result  # type: ignore[no-any-return]
+                        error = None
+                    delay = decide(error, attempt, previous, start)
+                    if delay is None:
+                        if error is None:
+                            return result  # type: ignore[no-any-return]
+                        try:
+                            raise error
+                        finally:
+                            error = None
                     error = None
-                try:
-                    return await again(fn, args, kwargs, ctx, start, error, result)
-                finally:
-                    error = None  # a frame holding the error its traceback holds: a cycle
+                    if attempt == 1:
+                        pause = asyncio.sleep if asyncio_loop() is not None else anyio.sleep
+                        own = ctx if ctx is not None else writable(_current.get() or first)
+                    await pause(delay)
+                    previous = delay
+                    attempt += 1
+                    own.attempt = attempt
             finally:
                 if token is not None:
                     _current.reset(token)
 
         return wrapper
 
-    async def _again(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        ctx: CallContext | None,
-        start: float,
-        exc: Exception | None,
-        result: Any,
-    ) -> T:
-        """The attempts after the first: ``exc`` is what it raised (retryable), else ``result``.
+    def _decide(
+        self, error: Exception | None, attempt: int, previous: float, start: float
+    ) -> float | None:
+        """After a failed attempt (``error``, or a result to retry): the delay, or ``None``.
 
-        Each turn decides from the last attempt's outcome: give up (re-raise
-        the error with a note, or return the result) or sleep the delay and
-        call again. The error is re-raised outside the ``except`` block that
-        caught it, so the next attempt's errors do not chain to it.
-        ``ctx`` is the caller's context, or ``None`` when this retry opened
-        its own: then the current one is this retry's (shared until the
-        first attempt's code asked for it) and the attempts write to a copy.
+        ``None`` means give up (attempts spent, the deadline too close, or a
+        retry hint above ``max_retry_after``): an error then carries a note
+        naming the policy, and the give-up is announced; else the retry is.
         """
-        ctx = writable(_current.get() or ctx or self._first)
-        previous = 0.0
-        attempt = 1
-        while True:
-            if exc is not None:
-                delay, why = self._next_delay(exc, attempt, previous, start)
-                if why is not None:
-                    self._give_up(exc, attempt, start, why)
-                    try:
-                        raise exc
-                    finally:
-                        exc = None  # a frame holding the error its traceback holds: a cycle
-                error: str | None = type(exc).__name__
-            else:
-                delay, why = self._next_delay(None, attempt, previous, start)
-                if why is not None:
-                    if self._listeners:
-                        elapsed = now() - start
-                        self._emit(RetryGaveUp(self.kind, self.name, attempt, elapsed, why, None))
-                    return result  # type: ignore[no-any-return]
-                error = None
-            if self._listeners:
-                self._emit(RetryScheduled(self.kind, self.name, attempt, delay, error))
-            exc = None  # done with it; kept, it would make a cycle with a later error's traceback
-            await sleep(delay)
-            previous = delay
-            attempt += 1
-            ctx.attempt = attempt
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as e:
-                if not self._should_retry(e):
-                    raise
-                exc = e
-            else:
-                predicate = self.retry_if_result
-                if predicate is None or not predicate(result):
-                    return result  # type: ignore[no-any-return]
-                exc = None
-
-    def _next_delay(
-        self, exc: BaseException | None, attempt: int, previous: float, start: float
-    ) -> tuple[float, str | None]:
-        """The delay before the next attempt, or why there is none."""
         if attempt >= self.attempts:
-            return 0.0, "attempts"
-        raw = None if exc is None else self._retry_after(exc)
+            self._give_up(error, attempt, start, "attempts")
+            return None
+        raw = None if error is None else self._retry_after(error)
         hint = None if raw is None else _hint_seconds(raw)
         if hint is not None:
             if self.max_retry_after is not None and hint > self.max_retry_after:
-                return 0.0, "retry_after"
+                self._give_up(error, attempt, start, "retry_after")
+                return None
             delay = hint
         elif self._fixed_delay is not None:
             delay = self._fixed_delay
         else:
             delay = self.backoff.delay(attempt, previous, self._rng)
         if self.deadline is not None and (now() - start) + delay > self.deadline:
-            return 0.0, "deadline"
-        return delay, None
-
-    def _give_up(self, exc: Exception, attempt: int, start: float, why: str) -> None:
-        elapsed = now() - start
-        if why == "deadline":
-            reason = f"at its deadline of {self.deadline}s after {attempt} attempts"
-        elif why == "retry_after":
-            reason = (
-                f"after {attempt} attempts: the retry hint exceeds "
-                f"max_retry_after={self.max_retry_after}s"
-            )
-        else:
-            reason = f"after {attempt} attempt{'s' if attempt != 1 else ''}"
-        exc.add_note(f"resilient: Retry({self.name!r}) gave up {reason}, {elapsed:.3f}s elapsed")
+            self._give_up(error, attempt, start, "deadline")
+            return None
         if self._listeners:
-            self._emit(RetryGaveUp(self.kind, self.name, attempt, elapsed, why, type(exc).__name__))
+            name = None if error is None else type(error).__name__
+            self._emit(RetryScheduled(self.kind, self.name, attempt, delay, name))
+        return delay
+
+    def _give_up(self, exc: Exception | None, attempt: int, start: float, why: str) -> None:
+        """Note on the error (if any) why this retry gives up, and announce it."""
+        elapsed = now() - start
+        if exc is not None:
+            if why == "deadline":
+                reason = f"at its deadline of {self.deadline}s after {attempt} attempts"
+            elif why == "retry_after":
+                reason = (
+                    f"after {attempt} attempts: the retry hint exceeds "
+                    f"max_retry_after={self.max_retry_after}s"
+                )
+            else:
+                reason = f"after {attempt} attempt{'s' if attempt != 1 else ''}"
+            exc.add_note(
+                f"resilient: Retry({self.name!r}) gave up {reason}, {elapsed:.3f}s elapsed"
+            )
+        if self._listeners:
+            error = None if exc is None else type(exc).__name__
+            self._emit(RetryGaveUp(self.kind, self.name, attempt, elapsed, why, error))
