@@ -368,7 +368,8 @@ def _header(f: Figures, quick: bool, command: str) -> list[str]:
         f"`benchmarks/notes.md`).",
         "",
         f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['system']}; load average at the "
-        f"start {load} (a shared machine: other work ran beside the benchmark).",
+        f"start {load} (a shared machine: other work ran beside the benchmark, which is why "
+        f"CPU time is measured).",
         f"- **Python**: {m['python']}; asyncio's default loop unless the case says otherwise.",
         f"- **Libraries**: {versions}.",
     ]
@@ -393,8 +394,12 @@ def _header(f: Figures, quick: bool, command: str) -> list[str]:
         "machine and comparable across machines. **Over a bare await** is the median of the "
         "differences, in µs; **per call** is the median time; the spread is the interquartile "
         "range of the per-call times. Cases 1–3 are one run, so every ratio between two "
-        "contenders in them comes from the same run. The garbage collector is off inside "
-        "timed loops; between them the harness yields to the loop once.",
+        "contenders in them comes from the same run. Time is the thread's CPU time "
+        "(`time.thread_time`): the timed loops never wait, and on a shared machine the time "
+        "other processes take the CPU away is not the code's cost. The garbage collector is "
+        "off inside timed loops; between them the harness yields to the loop once, and each "
+        "timed loop runs in a fresh context (no contender's context variables weigh on the "
+        "next).",
         "",
         "Settings shared by all: 3 attempts and no wait for retries; breakers that open after "
         "5 failures and stay open an hour; 100 permits with room for 10,000 waiters; a 30 s "
