@@ -340,19 +340,11 @@ def _aiohttp_transport() -> Any:
 
 
 async def _stop_breaker_store(store: Any) -> None:
-    """``store.aclose()`` in a task of its own, shielded.
-
-    When the bot is cancelled (SIGTERM, a test's kill), ``RedisStore.aclose``
-    run by the cancelled task re-raises its background task's
-    ``CancelledError``, which anyio does not recognise as its own: it escaped
-    the bot's cancel scope and cancelled the caller's task group (the demo on
-    Redis stopped at its restart). In a fresh task nobody cancels, aclose ends
-    normally, and the bot's own cancellation goes on as usual. Shielded, but
-    for at most ``STOP_TIMEOUT``: a shutdown must never hang on a dependency.
-    """
+    """``store.aclose()``: shielded, so that its last round publishes this replica's
+    pending transitions even when the bot is cancelled (SIGTERM), but for at most
+    ``STOP_TIMEOUT``: a shutdown must never hang on a dependency."""
     with anyio.move_on_after(STOP_TIMEOUT, shield=True) as scope:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.aclose)
+        await store.aclose()
     if scope.cancelled_caught:
         log.warning("the breaker store did not stop within %gs; left behind", STOP_TIMEOUT)
 
