@@ -450,7 +450,6 @@ class CircuitBreaker(Policy):
         "_hot",
         "_hot_open",
         "_ignore",
-        "_label",
         "_listeners_",
         "_minimum",
         "_not_permitted",
