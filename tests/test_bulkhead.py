@@ -403,9 +403,22 @@ async def test_cancel_while_waiting_leaves_the_line() -> None:
     assert (bh.active, bh.waiting) == (0, 0)
 
 
+@pytest.fixture(params=["known", "unknown"], ids=["anyio-internals-known", "unknown"])
+def anyio_internals(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The bulkhead reads anyio's task states directly; "unknown": as if their shape changed."""
+    if request.param == "unknown":
+        import types
+
+        fake = types.ModuleType("fake_anyio_backend")  # no _task_states: an AttributeError
+        monkeypatch.setitem(__import__("sys").modules, "fake_anyio_backend", fake)
+        monkeypatch.setattr(resilient.bulkhead, "_ANYIO_ASYNCIO", "fake_anyio_backend")
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     "cancel_first", [True, False], ids=["cancel-then-grant", "grant-then-cancel"]
 )
+@pytest.mark.usefixtures("anyio_internals")
 async def test_waiter_granted_and_cancelled_in_one_instant_passes_the_permit_on(
     cancel_first: bool,
 ) -> None:
@@ -630,3 +643,31 @@ def test_plain_asyncio_cancel_of_a_granted_waiter_passes_the_permit_on() -> None
     assert started == ["a", "c"]
     assert b_cancelled
     assert counters == (0, 0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_cancel_check_after_a_grant_reads_anyio_scopes() -> None:
+    """The cheap check sees a cancelled scope, stops at a shield, and is False elsewhere."""
+    pending = resilient.bulkhead._anyio_cancel_pending
+    loop = asyncio.get_running_loop()
+    assert not pending(loop)
+    with anyio.CancelScope() as outer:
+        assert not pending(loop)
+        outer.cancel()
+        assert pending(loop)
+        with anyio.CancelScope(shield=True):
+            with anyio.CancelScope():
+                assert not pending(loop)
+                await anyio.lowlevel.checkpoint()  # shielded: goes on
+            assert not pending(loop)
+            await anyio.lowlevel.checkpoint()
+        assert pending(loop)
+        await anyio.lowlevel.checkpoint()
+        pytest.fail("the cancelled scope let the task go on")
+    assert outer.cancelled_caught
+    assert not pending(loop)
+
+    async def plain_task() -> bool:
+        return pending(loop)
+
+    assert await asyncio.get_running_loop().create_task(plain_task()) is False
