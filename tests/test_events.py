@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import resilient
-from resilient import Backoff, Event, Retry, RetryScheduled
+from resilient import Backoff, CircuitBreaker, Event, Retry, RetryScheduled
 from resilient._events import registry
 
 pytestmark = pytest.mark.anyio
@@ -86,6 +86,66 @@ def test_policies_are_weakly_held() -> None:
     del retry
     gc.collect()
     assert all(p.name != "ephemeral" for p in registry.policies)
+
+
+def test_registry_forgets_dead_breakers_and_stays_bounded() -> None:
+    """Dead breakers (reference cycles, freed by the collector) leave the registry, and
+    its list of references stays within about twice the live policies under churn."""
+    gc.collect()
+    live_before = len(registry.policies)
+    for i in range(3_000):
+        CircuitBreaker(f"churn-{i}")
+        if i % 100 == 99:
+            gc.collect()
+    gc.collect()
+    assert not [p for p in registry.policies if p.name.startswith("churn-")]
+    # At most 100 churned breakers were ever alive at once.
+    assert len(registry.policies._refs) < max(2 * (live_before + 100), 64)
+
+
+def test_registry_is_a_weak_set() -> None:
+    """Membership, discard (which the fault registry uses), iteration in creation order."""
+    a, b, c = Retry("set-a"), Retry("set-b"), Retry("set-c")
+    assert a in registry.policies
+    assert c in registry.policies
+    assert "set-a" not in registry.policies
+    ours = [p for p in registry.policies if p.name.startswith("set-")]
+    assert ours == [a, b, c]
+    registry.policies.discard(b)
+    registry.policies.discard(b)  # unknown: ignored
+    assert b not in registry.policies
+    assert [p for p in registry.policies if p.name.startswith("set-")] == [a, c]
+
+
+def test_registry_keeps_policies_built_in_several_threads() -> None:
+    """Policies built in threads at once, while another thread reads, are all registered."""
+    import threading
+
+    built: list[list[Retry]] = [[] for _ in range(4)]
+    reads = 0
+    done = threading.Event()
+
+    def build(mine: list[Retry], k: int) -> None:
+        mine.extend(Retry(f"thread-{k}-{i}") for i in range(1_000))
+
+    def read() -> None:
+        nonlocal reads
+        while not done.is_set():
+            list(registry.policies)
+            reads += 1
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    builders = [threading.Thread(target=build, args=(built[k], k)) for k in range(4)]
+    for t in builders:
+        t.start()
+    for t in builders:
+        t.join()
+    done.set()
+    reader.join()
+    live = {id(p) for p in registry.policies}
+    assert all(id(p) in live for mine in built for p in mine)
+    assert reads > 0
 
 
 def test_events_are_frozen_and_slotted() -> None:

@@ -12,8 +12,9 @@ trio's instruments: a broken metrics exporter never breaks a call.
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
@@ -131,12 +132,77 @@ class PermitReleased(Event):
 Observer: TypeAlias = Callable[[Event], object]
 
 
+class _PolicySet:
+    """Every live policy, weakly held: a set-like view over a list of plain weak references.
+
+    A ``weakref.WeakSet`` costs about 130 bytes per member (a weak reference
+    with a callback, plus its slot in a hash table); this costs one plain
+    weak reference and one list slot, about 90. Nothing runs when a policy
+    dies: its dead reference is dropped by the next sweep, which runs when
+    the list has doubled since the last one, so adding stays amortised O(1)
+    and the list holds at most about twice the live policies.
+
+    Iterating yields the live policies in creation order, from a copy of the
+    list: safe while policies are created or collected, also from another
+    thread (a metrics scrape). Adding is one ``list.append``; a sweep holds
+    the lock and rewrites only the references it read, so one added
+    meanwhile (by another thread, or by a finalizer the sweep set off) is
+    kept. Membership and ``discard`` scan the list: they serve tests and the
+    fault registry, not calls.
+    """
+
+    __slots__ = ("_lock", "_refs", "_sweep_at")
+
+    _FLOOR = 64  # sweep no more often than every this many additions
+
+    def __init__(self) -> None:
+        self._refs: list[weakref.ReferenceType[Policy]] = []
+        self._sweep_at = self._FLOOR
+        self._lock = threading.Lock()  # one sweep at a time
+
+    def add(self, policy: Policy) -> None:
+        """Hold ``policy`` weakly (once: a policy adds itself when it is built)."""
+        refs = self._refs
+        refs.append(weakref.ref(policy))
+        # A sweep already running (another thread's, or this one's, further
+        # up the stack) is not waited for: a later add sweeps instead.
+        if len(refs) >= self._sweep_at and self._lock.acquire(blocking=False):
+            try:
+                self._keep(None)
+            finally:
+                self._lock.release()
+
+    def discard(self, policy: Policy) -> None:
+        """Forget ``policy`` if it is held."""
+        with self._lock:
+            self._keep(policy)
+
+    def _keep(self, drop: Policy | None) -> None:
+        """Keep the references to live policies other than ``drop`` (lock held)."""
+        refs = self._refs
+        n = len(refs)  # references appended while this runs lie past n: kept as they are
+        refs[:n] = [r for r in refs[:n] if (p := r()) is not None and p is not drop]
+        self._sweep_at = max(2 * len(refs), self._FLOOR)
+
+    def __iter__(self) -> Iterator[Policy]:
+        for ref in self._refs.copy():
+            policy = ref()
+            if policy is not None:
+                yield policy
+
+    def __contains__(self, policy: object) -> bool:
+        return any(ref() is policy for ref in self._refs.copy())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class _Registry:
     """Global observers plus every live policy (weakly held)."""
 
     def __init__(self) -> None:
         self.observers: tuple[Observer, ...] = ()
-        self.policies: weakref.WeakSet[Policy] = weakref.WeakSet()
+        self.policies = _PolicySet()
         # Called with each new policy; the fault-injection registry uses it to
         # arm policies created after a fault was registered for their name.
         self.on_new_policy: Callable[[Policy], None] | None = None

@@ -136,13 +136,27 @@ def call_context() -> Iterator[CallContext]:
         _current.reset(token)
 
 
+_BASE_SLOTS = ("__weakref__",)
+
+
 class Policy(abc.ABC):
     """Base of every policy: a ``name``, ``call``, and decorator use.
 
     Subclasses implement :meth:`call`. ``_listeners`` is the tuple of observers
     of this policy (its own plus the global ones): the hot path checks it once.
     ``_fault`` is set only by the fault-injection registry in tests.
+
+    The base has one slot, ``__weakref__`` (the registry holds policies
+    weakly), and no ``__dict__``: a subclass that lists ``__slots__`` (the
+    circuit breaker, often thousands of instances) carries no dict, one that
+    does not gets its dict as usual. Where ``name``, ``_own_observers``,
+    ``_listeners`` and ``_fault`` live is each subclass's choice (its slots,
+    its dict, or properties).
     """
+
+    # Not spelled as a literal tuple: a type checker would read one as every
+    # attribute a policy may have, and reject the assignments below.
+    __slots__ = _BASE_SLOTS
 
     kind: ClassVar[str] = "policy"
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 import enum
 import functools
 import math
-import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, ParamSpec, Protocol, TypeVar, final
@@ -214,10 +213,11 @@ class _State:
 class _Closed(_State):
     """Calls run; each outcome goes into the window and the rates are evaluated.
 
-    The options the hot path needs are copied in, one attribute away.
+    The options the hot path needs are copied in, one attribute away
+    (``failure_if`` it reads off the breaker, or the decorator's closure).
     """
 
-    __slots__ = ("consecutive", "failure_if", "minimum", "time_window", "window")
+    __slots__ = ("consecutive", "minimum", "time_window", "window")
     kind = CLOSED
 
     def __init__(self, b: CircuitBreaker) -> None:
@@ -231,7 +231,6 @@ class _Closed(_State):
         self.time_window = type(window) is TimeWindow  # needs the time of each outcome
         self.consecutive = 0  # recorded failures in a row in this period
         self.minimum = b._minimum
-        self.failure_if = b._failure_if
 
     def record(self, failed: bool, slow: bool, now: float | None) -> None:
         # The fast path in CircuitBreaker.__call__ and .call inlines this method.
@@ -249,7 +248,8 @@ class _Closed(_State):
         counts = self.counts  # the window itself, unless a store adds the others'
         if failed:
             self.consecutive += 1
-            if self.consecutive >= b._consecutive_limit:
+            limit = b.consecutive_failures
+            if limit is not None and self.consecutive >= limit:
                 b._trip(now, counts)
                 return
         else:
@@ -442,7 +442,6 @@ class CircuitBreaker(Policy):
     """
 
     __slots__ = (
-        "_consecutive_limit",
         "_failure_if",
         "_failure_on",
         "_fault_",
@@ -451,7 +450,6 @@ class CircuitBreaker(Policy):
         "_hot_open",
         "_ignore",
         "_listeners_",
-        "_minimum",
         "_not_permitted",
         "_own_observers",
         "_shared",
@@ -511,14 +509,11 @@ class CircuitBreaker(Policy):
             raise ValueError(f"{owner}: window must be a CountWindow or TimeWindow, got {window!r}")
         self._window = own
         self.minimum_calls = check_int(owner, "minimum_calls", minimum_calls, minimum=1)
-        cap = own.capacity
-        self._minimum = self.minimum_calls if cap is None else min(self.minimum_calls, cap)
         self.consecutive_failures = (
             None
             if consecutive_failures is None
             else check_int(owner, "consecutive_failures", consecutive_failures, minimum=1)
         )
-        self._consecutive_limit = self.consecutive_failures or sys.maxsize
         self.open_duration = check_seconds(owner, "open_duration", open_duration)
         m = open_duration_multiplier
         if not isinstance(m, int | float) or isinstance(m, bool) or not math.isfinite(m) or m < 1:
@@ -572,6 +567,16 @@ class CircuitBreaker(Policy):
     def window(self) -> CountWindow | TimeWindow:
         """This breaker's own window (a copy of the one passed as ``window=``)."""
         return self._window
+
+    @property
+    def _minimum(self) -> int:
+        """``minimum_calls``, capped at a count window's size (all it can hold).
+
+        Computed, not stored: it is read once per CLOSED period (which copies
+        it) and by ``metrics``, and a slot costs every breaker 8 bytes.
+        """
+        cap = self._window.capacity
+        return self.minimum_calls if cap is None else min(self.minimum_calls, cap)
 
     # -- the one-check hot path --------------------------------------------------
     #
@@ -699,6 +704,7 @@ class CircuitBreaker(Policy):
         sd = self.slow_call_duration
         timed = sd is not None
         name = self.name
+        failure_if = self._failure_if
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -717,7 +723,6 @@ class CircuitBreaker(Policy):
                     raise
                 # A cancellation (not an Exception) passes: CLOSED holds no permit.
                 if self._state is state:  # else: admitted in an earlier period, stale
-                    failure_if = state.failure_if
                     failed = failure_if is not None and bool(failure_if(result))
                     if read is not None:
                         end = read()
@@ -752,7 +757,7 @@ class CircuitBreaker(Policy):
                     state.on_error(exc, read, start)
                 raise
             if self._state is state:
-                failure_if = state.failure_if
+                failure_if = self._failure_if
                 failed = failure_if is not None and bool(failure_if(result))
                 if read is not None:
                     end = read()

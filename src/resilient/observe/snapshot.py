@@ -205,16 +205,9 @@ def read_policy(policy: Policy) -> PolicySnapshot:
 
 def live_policies(select: Callable[[Policy], bool] | None = None) -> list[Policy]:
     """The live policies (optionally those ``select`` accepts), strongly held by the list."""
-    # Another thread (a metrics scrape) may read while the loop creates a
-    # policy; a WeakSet then refuses to go on iterating: read it again.
-    for _ in range(10):
-        try:
-            found = list(registry.policies)
-            break
-        except RuntimeError:
-            continue
-    else:  # pragma: no cover - would need ten races in a row
-        found = []
+    # Safe from another thread (a metrics scrape) while the loop creates
+    # policies: the registry iterates over a copy of its list.
+    found = list(registry.policies)
     if select is not None:
         found = [p for p in found if select(p)]
     return found
