@@ -258,6 +258,31 @@ async def test_minimum_calls_is_capped_by_a_count_window() -> None:
     assert breaker.state is CircuitState.OPEN
 
 
+@pytest.mark.parametrize("via", ["decorator", "call"])
+async def test_a_full_window_of_successes_still_counts_every_later_outcome(via: str) -> None:
+    """Once a CountWindow holds only successes the fast path skips recording more of
+    them (they change nothing); a failure then still counts, for exactly ``size`` calls."""
+    breaker = CircuitBreaker("quiet", window=CountWindow(5), failure_rate_threshold=0.4)
+    guarded = {"ok": breaker(ok), "boom": breaker(boom)}
+    if via == "call":
+        guarded = {"ok": lambda: breaker.call(ok), "boom": lambda: breaker.call(boom)}
+
+    async def run(*names: str) -> None:
+        for name in names:
+            await attempt(guarded[name])
+
+    await run(*["ok"] * 100, "boom")
+    assert (breaker.metrics.calls, breaker.metrics.failed_calls) == (5, 1)
+    await run(*["ok"] * 4)
+    assert breaker.metrics.failed_calls == 1  # still one of the last five
+    await run("ok")
+    assert breaker.metrics.failed_calls == 0  # pushed out by the fifth success
+    await run(*["ok"] * 50, "boom", "ok", "ok", "ok")
+    assert breaker.state is CircuitState.CLOSED
+    await run("boom")  # two failures in the last five: 0.4
+    assert breaker.state is CircuitState.OPEN
+
+
 async def test_tripping_call_gets_its_own_error_then_circuit_open_error() -> None:
     """The call that trips sees its own error; the next is rejected with retry_after."""
     breaker = CircuitBreaker("trip", minimum_calls=2, open_duration=10.0)

@@ -86,6 +86,7 @@ class Config:
     open_duration_max: float | None
     half_open_max_calls: int
     half_open_max_duration: float | None
+    failure_if: bool = True  # a returned "bad" counts as failed (else as a success)
 
     def build(self, observers: list[Callable[[Event], object]]) -> CircuitBreaker:
         kind, a, b = self.window
@@ -105,7 +106,7 @@ class Config:
             half_open_max_duration=self.half_open_max_duration,
             failure_on=(Boom,),
             ignore=(Ignored,),
-            failure_if=lambda value: value == "bad",
+            failure_if=(lambda value: value == "bad") if self.failure_if else None,
             observers=observers,
         )
 
@@ -273,6 +274,7 @@ configs = st.builds(
     open_duration_max=st.sampled_from([None, 8.0]),
     half_open_max_calls=st.integers(1, 3),
     half_open_max_duration=st.sampled_from([None, 2.0, 10.0]),
+    failure_if=st.booleans(),
 )
 count_windows = st.tuples(st.just("count"), st.integers(1, 6).map(float), st.just(0.0))
 time_windows = st.sampled_from(
@@ -332,7 +334,8 @@ class BreakerMachine(RuleBasedStateMachine):
             with pytest.raises(StopIteration) as stop:
                 coro.send(outcome)
             assert stop.value.value == outcome
-            kind = "failure" if outcome == "bad" else "success"
+            bad = outcome == "bad" and self.model.cfg.failure_if
+            kind = "failure" if bad else "success"
         else:
             error: BaseException = {
                 "failure": Boom(),

@@ -217,7 +217,7 @@ class _Closed(_State):
     (``failure_if`` it reads off the breaker, or the decorator's closure).
     """
 
-    __slots__ = ("consecutive", "minimum", "time_window", "window")
+    __slots__ = ("consecutive", "minimum", "quiet", "quiet_at", "time_window", "window")
     kind = CLOSED
 
     def __init__(self, b: CircuitBreaker) -> None:
@@ -231,6 +231,14 @@ class _Closed(_State):
         self.time_window = type(window) is TimeWindow  # needs the time of each outcome
         self.consecutive = 0  # recorded failures in a row in this period
         self.minimum = b._minimum
+        # Quiet: the window is a full CountWindow of successes (and no failure_if,
+        # no slow-call timing, no store can make a success count otherwise). One
+        # more success then changes nothing (no total, no rate, no run of
+        # failures; all slots are alike, so where the ring turns is moot), and
+        # the fast path skips recording it: the healthy case costs one check.
+        self.quiet = False
+        quietable = b._failure_if is None and b.slow_call_duration is None and shared is None
+        self.quiet_at = window.size if quietable and type(window) is CountWindow else -1
 
     def record(self, failed: bool, slow: bool, now: float | None) -> None:
         # The fast path in CircuitBreaker.__call__ and .call inlines this method.
@@ -241,6 +249,7 @@ class _Closed(_State):
             self.evaluate(failed, now)
         else:
             self.consecutive = 0  # a success (not slow) breaks a run of failures
+        self.quiet = window.calls == self.quiet_at and not window.failed and not window.slow
 
     def evaluate(self, failed: bool, now: float | None) -> None:
         """After a record: count the run of failures, open if a limit is reached."""
@@ -722,6 +731,8 @@ class CircuitBreaker(Policy):
                         state.on_error(exc, read, start)
                     raise
                 # A cancellation (not an Exception) passes: CLOSED holds no permit.
+                if state.quiet:  # nothing to record (see _Closed), nor if stale
+                    return result
                 if self._state is state:  # else: admitted in an earlier period, stale
                     failed = failure_if is not None and bool(failure_if(result))
                     if read is not None:
@@ -756,6 +767,8 @@ class CircuitBreaker(Policy):
                 if self._state is state:
                     state.on_error(exc, read, start)
                 raise
+            if state.quiet:
+                return result
             if self._state is state:
                 failure_if = self._failure_if
                 failed = failure_if is not None and bool(failure_if(result))

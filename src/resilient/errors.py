@@ -37,6 +37,10 @@ class CircuitOpenError(ResilienceError):
     or ``None`` when unknown (forced open, or half-open with every trial taken).
     """
 
+    # Slots: a rejection builds one per call, and a slot costs less than the
+    # instance dict two attributes would need (other attributes still go there).
+    __slots__ = ("name", "retry_after")
+
     def __init__(self, name: str, retry_after: float | None) -> None:
         self.name = name
         self.retry_after = retry_after
