@@ -260,8 +260,8 @@ async def test_minimum_calls_is_capped_by_a_count_window() -> None:
 
 @pytest.mark.parametrize("via", ["decorator", "call"])
 async def test_a_full_window_of_successes_still_counts_every_later_outcome(via: str) -> None:
-    """Once a CountWindow holds only successes the fast path skips recording more of
-    them (they change nothing); a failure then still counts, for exactly ``size`` calls."""
+    """Successes written over successes go unrecorded on the fast path (they change
+    nothing); a failure still counts, for exactly ``size`` calls."""
     breaker = CircuitBreaker("quiet", window=CountWindow(5), failure_rate_threshold=0.4)
     guarded = {"ok": breaker(ok), "boom": breaker(boom)}
     if via == "call":
@@ -280,6 +280,23 @@ async def test_a_full_window_of_successes_still_counts_every_later_outcome(via: 
     await run(*["ok"] * 50, "boom", "ok", "ok", "ok")
     assert breaker.state is CircuitState.CLOSED
     await run("boom")  # two failures in the last five: 0.4
+    assert breaker.state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize("via", ["decorator", "call"])
+async def test_a_success_after_a_failure_breaks_the_run_also_in_a_full_window(via: str) -> None:
+    """Successes over successes go unrecorded on the fast path, but never the first
+    one after a failure: it breaks the run that ``consecutive_failures`` counts."""
+    breaker = CircuitBreaker(
+        "run", window=CountWindow(4), consecutive_failures=2, failure_rate_threshold=1.0
+    )
+    guarded = {"ok": breaker(ok), "boom": breaker(boom)}
+    if via == "call":
+        guarded = {"ok": lambda: breaker.call(ok), "boom": lambda: breaker.call(boom)}
+    for name in ["ok"] * 10 + ["boom", "ok", "boom", "ok", "boom", "ok", "ok", "boom"]:
+        await attempt(guarded[name])
+        assert breaker.state is CircuitState.CLOSED, name
+    await attempt(guarded["boom"])  # two in a row
     assert breaker.state is CircuitState.OPEN
 
 

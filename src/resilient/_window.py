@@ -98,6 +98,19 @@ class CountWindow:
             ring[pos] = 0
         return False
 
+    def successes_ahead(self, limit: int = 64) -> int:
+        """How many of the next slots to be written (up to ``limit``) hold a success.
+
+        Recording a success over one of them changes no total, only the write
+        position: the breaker's fast path takes that many without recording.
+        """
+        ahead = self._ring[self._pos : self._pos + limit]
+        return len(ahead) - len(ahead.lstrip(b"\0"))
+
+    def advance(self, n: int) -> None:
+        """Move the write position ``n`` slots on, as ``n`` successes over successes would."""
+        self._pos = (self._pos + n) % self.size
+
     def expire(self, now: float) -> None:
         """Nothing expires in a count window."""
 

@@ -217,7 +217,15 @@ class _Closed(_State):
     (``failure_if`` it reads off the breaker, or the decorator's closure).
     """
 
-    __slots__ = ("consecutive", "minimum", "quiet", "quiet_at", "time_window", "window")
+    __slots__ = (
+        "consecutive",
+        "granted",
+        "minimum",
+        "skip",
+        "skippable",
+        "time_window",
+        "window",
+    )
     kind = CLOSED
 
     def __init__(self, b: CircuitBreaker) -> None:
@@ -231,25 +239,36 @@ class _Closed(_State):
         self.time_window = type(window) is TimeWindow  # needs the time of each outcome
         self.consecutive = 0  # recorded failures in a row in this period
         self.minimum = b._minimum
-        # Quiet: the window is a full CountWindow of successes (and no failure_if,
-        # no slow-call timing, no store can make a success count otherwise). One
-        # more success then changes nothing (no total, no rate, no run of
-        # failures; all slots are alike, so where the ring turns is moot), and
-        # the fast path skips recording it: the healthy case costs one check.
-        self.quiet = False
-        quietable = b._failure_if is None and b.slow_call_duration is None and shared is None
-        self.quiet_at = window.size if quietable and type(window) is CountWindow else -1
+        # Skipping: in a count window, a success written over a slot that holds
+        # a success changes nothing (no total, no rate, and the run of failures
+        # is already broken) but the write position. So after recording a
+        # success, the state grants the fast path as many successes as the next
+        # slots hold ("skip"; up to 64 per grant); it returns after counting one
+        # down, and the next record moves the position past them. A healthy
+        # breaker, and one whose few failures are far from the write position,
+        # records one call in 64. Only for plain outcomes: no failure_if, no
+        # slow-call timing, no store (which has its own path).
+        self.skip = self.granted = 0
+        self.skippable = (
+            type(window) is CountWindow
+            and b._failure_if is None
+            and b.slow_call_duration is None
+            and shared is None
+        )
 
     def record(self, failed: bool, slow: bool, now: float | None) -> None:
-        # The fast path in CircuitBreaker.__call__ and .call inlines this method.
         window = self.window
+        if self.granted:  # the fast path took some successes unrecorded (see above)
+            window.advance(self.granted - self.skip)  # type: ignore[union-attr]
+            self.granted = self.skip = 0
         # Evaluate when a rate may have risen, or the window just reached its
         # minimum; otherwise the last evaluation (below both thresholds) holds.
         if window.record(failed, slow, now) or window.calls == self.minimum:
             self.evaluate(failed, now)
         else:
             self.consecutive = 0  # a success (not slow) breaks a run of failures
-        self.quiet = window.calls == self.quiet_at and not window.failed and not window.slow
+        if self.skippable and not failed and not slow:
+            self.granted = self.skip = window.successes_ahead()  # type: ignore[union-attr]
 
     def evaluate(self, failed: bool, now: float | None) -> None:
         """After a record: count the run of failures, open if a limit is reached."""
@@ -731,7 +750,9 @@ class CircuitBreaker(Policy):
                         state.on_error(exc, read, start)
                     raise
                 # A cancellation (not an Exception) passes: CLOSED holds no permit.
-                if state.quiet:  # nothing to record (see _Closed), nor if stale
+                skip = state.skip
+                if skip:  # a success over a success: nothing to record (see _Closed)
+                    state.skip = skip - 1
                     return result
                 if self._state is state:  # else: admitted in an earlier period, stale
                     failed = failure_if is not None and bool(failure_if(result))
@@ -767,7 +788,9 @@ class CircuitBreaker(Policy):
                 if self._state is state:
                     state.on_error(exc, read, start)
                 raise
-            if state.quiet:
+            skip = state.skip
+            if skip:
+                state.skip = skip - 1
                 return result
             if self._state is state:
                 failure_if = self._failure_if
