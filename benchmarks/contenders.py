@@ -125,6 +125,19 @@ def ours_breaker(window: str = "count") -> CircuitBreaker:
     )
 
 
+def ours_breaker_recording(fn: Fn) -> Call:
+    """The default breaker recording every success into its window.
+
+    A success written over a slot that holds a success changes nothing, so
+    the fast path takes most successes unrecorded; this row pokes that off,
+    to show what a recorded success costs (as with ``failure_if=``, and for
+    the first success after a failure).
+    """
+    breaker = ours_breaker("count")
+    breaker._state.skippable = False  # a private attribute, poked here only
+    return breaker(fn)
+
+
 def ours_bulkhead() -> Bulkhead:
     return Bulkhead("bench-bulkhead", LIMIT)
 
@@ -568,6 +581,14 @@ def breaker_contenders() -> list[Contender]:
             "ours",
             note="default window",
             open_error=CircuitOpenError,
+        ),
+        Contender(
+            f,
+            "resilient",
+            "resilient CountWindow(100), recording",
+            ours_breaker_recording,
+            "ours",
+            note="every success recorded (skipping off)",
         ),
         Contender(
             f,

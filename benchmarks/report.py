@@ -198,27 +198,28 @@ def verdicts(f: Figures) -> list[Verdict]:
         ours = [r for r in rows if r.contender.kind == "ours"]
         floor = next((r for r in rows if r.contender.kind == "floor"), None)
         best = _cheapest_peer(rows)
-        if not ours:
-            continue
-        worst = max(ours, key=lambda r: r.ratio)
-        if best is not None:
-            out.append(
-                Verdict(
-                    f"{title}: below the cheapest peer",
-                    f"{worst.contender.label} {worst.ratio / best.ratio:.2f}x "
-                    f"{best.contender.label}",
-                    worst.ratio < best.ratio,
+        # One verdict per row of ours (e.g. the breaker's count and time windows),
+        # named when the group has several, so no variant hides behind another.
+        for row in ours:
+            name = f"{title} ({row.contender.label})" if len(ours) > 1 else title
+            if best is not None:
+                out.append(
+                    Verdict(
+                        f"{name}: below the cheapest peer",
+                        f"{row.contender.label} {row.ratio / best.ratio:.2f}x "
+                        f"{best.contender.label}",
+                        row.ratio < best.ratio,
+                    )
                 )
-            )
-        if floor is not None:
-            x = worst.ratio / floor.ratio
-            out.append(
-                Verdict(
-                    f"{title}: within ~1.3x of the floor",
-                    f"{worst.contender.label} {x:.2f}x {floor.contender.label}",
-                    x <= 1.3,
+            if floor is not None:
+                x = row.ratio / floor.ratio
+                out.append(
+                    Verdict(
+                        f"{name}: within ~1.3x of the floor",
+                        f"{row.contender.label} {x:.2f}x {floor.contender.label}",
+                        x <= 1.3,
+                    )
                 )
-            )
     return out
 
 
