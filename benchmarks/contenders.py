@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -182,6 +184,38 @@ def floor_retry(fn: Fn, attempts: int = ATTEMPTS) -> Fn:
                     raise
             attempt += 1
             await asyncio.sleep(0)
+
+    return retried
+
+
+_REFERENCE_CONTEXT: ContextVar[object] = ContextVar("bench_reference_context", default=None)
+
+
+def floor_retry_with_context(fn: Fn, attempts: int = ATTEMPTS) -> Fn:
+    """The try/except loop plus what a Retry must do on every call, written by hand.
+
+    The call context in a ``ContextVar`` (set before the call, reset after:
+    ``current_context().attempt`` is public) and one clock reading (the
+    deadline and the give-up note count from the first attempt's start).
+    """
+    var = _REFERENCE_CONTEXT
+    clock = time.monotonic
+
+    async def retried(*args: Any, **kwargs: Any) -> Any:
+        token = var.set(1)
+        try:
+            start = clock()
+            attempt = 1
+            while True:
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception:
+                    if attempt >= attempts or clock() - start > LONG:
+                        raise
+                attempt += 1
+                await asyncio.sleep(0)
+        finally:
+            var.reset(token)
 
     return retried
 
@@ -559,6 +593,14 @@ def retry_contenders() -> list[Contender]:
         [
             Contender(f, "resilient", "resilient @Retry", lambda fn: ours_retry()(fn), "ours"),
             Contender(f, "floor", "try/except loop", floor_retry, "floor"),
+            Contender(
+                f,
+                "floor",
+                "try/except loop + context + clock",
+                floor_retry_with_context,
+                "reference",
+                note="the loop with a ContextVar set and reset, and a clock reading",
+            ),
             Contender(f, "tenacity", "tenacity @retry", tenacity_retry),
             Contender(f, "stamina", "stamina @retry", stamina_retry, note="hooks off"),
             Contender(f, "backoff", "backoff @on_exception", backoff_retry),

@@ -764,10 +764,10 @@ class CircuitBreaker(Policy):
                 return result
             opened = self._hot_open
             if opened is not None:  # OPEN
-                now = _now()
-                if now < opened.until:
+                left = opened.until - _now()
+                if left > 0:
                     self._not_permitted += 1
-                    raise _open_error(name, opened.until - now)
+                    raise _open_error(name, left)
             return await slow_path(fn, args, kwargs)
 
         return wrapper
@@ -803,10 +803,10 @@ class CircuitBreaker(Policy):
             return result
         opened = self._hot_open
         if opened is not None:  # OPEN
-            now = _now()
-            if now < opened.until:
+            left = opened.until - _now()
+            if left > 0:
                 self._not_permitted += 1
-                raise _open_error(self.name, opened.until - now)
+                raise _open_error(self.name, left)
         return await self._call(fn, args, kwargs)
 
     async def _call(
