@@ -31,6 +31,32 @@ def test_count_window_totals_are_the_last_n_outcomes(
         assert totals(window) == (len(last), sum(f for f, _ in last), sum(s for _, s in last))
 
 
+@given(
+    size=st.integers(1, 12),
+    before=st.lists(flags, max_size=40),
+    after=st.lists(flags, max_size=20),
+)
+def test_advancing_over_the_successes_ahead_is_recording_them(
+    size: int, before: list[tuple[bool, bool]], after: list[tuple[bool, bool]]
+) -> None:
+    """``advance(successes_ahead())`` leaves the window as recording that many successes
+    would: same totals now, and the same totals after any later outcomes."""
+    recorded, advanced = CountWindow(size), CountWindow(size)
+    for failed, slow in before:
+        recorded.record(failed, slow, None)
+        advanced.record(failed, slow, None)
+    ahead = recorded.successes_ahead()
+    assert 0 <= ahead <= size
+    for _ in range(ahead):
+        assert recorded.record(False, False, None) is False
+        assert totals(recorded) == totals(advanced)  # a success over a success
+    advanced.advance(ahead)
+    for failed, slow in after + [(False, False)] * size:
+        recorded.record(failed, slow, None)
+        advanced.record(failed, slow, None)
+        assert totals(recorded) == totals(advanced)
+
+
 def test_record_says_when_a_rate_may_have_risen() -> None:
     """record() is true for a failed or slow outcome, or after expiry dropped outcomes."""
     count = CountWindow(2)
