@@ -41,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import Call, Case, Result, print_table, run_cases, target
+from contenders import Counter, HandRolledOpen
 
 import resilient
 from resilient import CircuitBreaker, CircuitOpenError, CountWindow, TimeWindow
@@ -97,46 +98,17 @@ def ours_open(window: str, slow: bool) -> Callable[[], Any]:
 
 
 # -- hand-rolled ------------------------------------------------------------------------
-
-
-class HandRolledOpen(Exception):
-    pass
-
-
-class HandRolled:
-    """Open after ``threshold`` failures in a row, for ``timeout`` seconds."""
-
-    def __init__(self, threshold: int, timeout: float) -> None:
-        self.threshold = threshold
-        self.timeout = timeout
-        self.failures = 0
-        self.until = 0.0
-
-    def __call__(self, fn: Callable[[], Any]) -> Call:
-        async def wrapper() -> Any:
-            if self.failures >= self.threshold:
-                now = asyncio.get_running_loop().time()
-                if now < self.until:
-                    raise HandRolledOpen
-            try:
-                result = await fn()
-            except Exception:
-                self.failures += 1
-                if self.failures >= self.threshold:
-                    self.until = asyncio.get_running_loop().time() + self.timeout
-                raise
-            self.failures = 0
-            return result
-
-        return wrapper
+#
+# The suite's floor (contenders.Counter): a decorator taking *args, **kwargs
+# like every other contender, so the comparison is of the same call shape.
 
 
 async def hand_closed() -> Call:
-    return HandRolled(TRIP, LONG)(target)
+    return Counter(TRIP, LONG)(target)
 
 
 async def hand_open() -> Call:
-    breaker = HandRolled(TRIP, LONG)
+    breaker = Counter(TRIP, LONG)
     await _trip(breaker(failing))
     return breaker(target)
 
@@ -261,7 +233,7 @@ def memory_table() -> list[tuple[str, float]]:
         ("resilient CountWindow(100) (default)", lambda: CircuitBreaker("m")),
         ("resilient CountWindow(10)", lambda: CircuitBreaker("m", window=CountWindow(10))),
         ("resilient TimeWindow(60)", lambda: CircuitBreaker("m", window=TimeWindow(60.0))),
-        ("hand-rolled", lambda: HandRolled(TRIP, LONG)),
+        ("hand-rolled", lambda: Counter(TRIP, LONG)),
     ]
     try:
         import aiobreaker
