@@ -418,13 +418,17 @@ def anyio_internals(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     "cancel_first", [True, False], ids=["cancel-then-grant", "grant-then-cancel"]
 )
+@pytest.mark.parametrize("observed", [True, False], ids=["observed", "quiet"])
 @pytest.mark.usefixtures("anyio_internals")
 async def test_waiter_granted_and_cancelled_in_one_instant_passes_the_permit_on(
-    cancel_first: bool,
+    cancel_first: bool, observed: bool
 ) -> None:
-    """A waiter handed a permit and cancelled in the same instant passes it on, exactly once."""
+    """A waiter handed a permit and cancelled in the same instant passes it on, exactly once.
+
+    Observed and not: on asyncio a wait nobody times takes its own, inline path.
+    """
     events, observer = recorder()
-    bh = Bulkhead("db", 1, observers=[observer])
+    bh = Bulkhead("db", 1, observers=[observer] if observed else [])
     gate = Gate()
     scopes: dict[str, anyio.CancelScope] = {}
     outcome: dict[str, str] = {}
@@ -465,7 +469,7 @@ async def test_waiter_granted_and_cancelled_in_one_instant_passes_the_permit_on(
     assert (bh.active, bh.waiting, bh.available) == (0, 0, 1)
     acquired = sum(isinstance(e, PermitAcquired) for e in events)
     released = sum(isinstance(e, PermitReleased) for e in events)
-    assert acquired == released == 2
+    assert acquired == released == (2 if observed else 0)
 
 
 async def test_grant_at_the_max_wait_instant_leaks_nothing() -> None:

@@ -72,7 +72,10 @@ def _anyio_cancel_pending(loop: asyncio.AbstractEventLoop) -> bool:
     if backend is None:
         return False
     try:
-        state = backend._task_states.get(asyncio.current_task(loop))
+        states = backend._task_states  # a WeakKeyDictionary: task -> anyio's state
+        if not states.data:  # no task has anyio state: no scope anywhere to cancel
+            return False
+        state = states.get(asyncio.current_task(loop))
         scope = None if state is None else state.cancel_scope
         while scope is not None:
             if scope.cancel_called:
@@ -175,8 +178,27 @@ class Bulkhead(Policy):
             # one loop turn per call would cost more than the whole bulkhead.
             self._active += 1
             waited = 0.0
+        elif (loop := asyncio_loop()) is None or self._wait_limit is not None or self._listeners:
+            # A wait with a timer (max_wait), or that someone is told the length
+            # of (an observer), or on trio: _wait_for_permit.
+            waited = await self._wait_for_permit(loop)
         else:
-            waited = await self._wait_for_permit()
+            # The common long line on asyncio: no timer, nobody timing the wait.
+            # Wait on the future right here: no coroutine frame, no clock reading.
+            waited = 0.0
+            if self._max_queue is not None:
+                self._check_room()
+            waiter = self._line_up(loop)
+            try:
+                await waiter
+                # anyio delivers a scope's cancellation to a task whose future
+                # already has its result only at the next checkpoint: take it
+                # here, so a cancelled waiter never starts its call.
+                if _anyio_cancel_pending(loop):
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                self._leave_line(waiter)
+                raise
         try:
             if self._listeners:
                 self._emit(PermitAcquired(self.kind, self.name, waited))
@@ -184,46 +206,56 @@ class Bulkhead(Policy):
         finally:
             self._release()
 
-    async def _wait_for_permit(self) -> float:
-        """Wait in line for a permit; return the seconds waited, or raise ``BulkheadFullError``.
-
-        On asyncio the waiter is a bare future (the cheap path for long
-        lines), elsewhere an ``anyio.Event`` (:meth:`_wait_anyio`). The
-        future's result says how the wait ended: ``True`` a permit was handed
-        over, ``False`` ``max_wait`` ran out (the timer took it out of the
-        line). Cancellation cancels the future, or, if it already has a
-        result, is raised at the ``await`` all the same.
-        """
+    def _check_room(self) -> None:
+        """Reject a call that may not wait: ``max_queue`` calls wait already, or ``max_wait=0``."""
         if self._max_queue is not None and len(self._waiters) >= self._max_queue:
             self._reject("queue_full")
         if self._wait_limit == 0.0:
             self._reject("max_wait")
-        loop = asyncio_loop()
+
+    def _line_up(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[bool]:
+        """Join the line on asyncio: a bare future, appended.
+
+        Its result says how the wait ended: ``True`` a release handed it a
+        permit, ``False`` its ``max_wait`` ran out (the timer took it out of
+        the line). Cancellation cancels the future, or, if it already has a
+        result, is raised at the ``await`` all the same.
+        """
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _leave_line(self, waiter: asyncio.Future[bool]) -> None:
+        """A waiter stopped waiting (cancelled, or its ``max_wait`` ran out) before its call."""
+        if not waiter.done() or waiter.cancelled():
+            # Still in line, unless a release already skipped it.
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+        elif waiter.result():
+            # Handed a permit and cancelled in the same instant: pass it
+            # on (silently: this call never acquired it).
+            self._pass_on()
+        # else: timed out, and the timer took it out of the line.
+
+    async def _wait_for_permit(self, loop: asyncio.AbstractEventLoop | None) -> float:
+        """Wait in line for a permit; return the seconds waited, or raise ``BulkheadFullError``.
+
+        On asyncio (``loop``) a bare future with ``max_wait`` as a loop timer,
+        elsewhere (trio) an ``anyio.Event`` (:meth:`_wait_anyio`).
+        """
+        self._check_room()
         if loop is None:
             return await self._wait_anyio()
-        waiters = self._waiters
         start = loop.time()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        waiters.append(waiter)
+        waiter = self._line_up(loop)
         limit = self._wait_limit
         timer = None if limit is None else loop.call_at(start + limit, self._expire, waiter)
         try:
             granted = await waiter
-            # anyio delivers a scope's cancellation to a task whose future
-            # already has its result only at the next checkpoint: take it
-            # here, so a cancelled waiter never starts its call.
-            if _anyio_cancel_pending(loop):
+            if _anyio_cancel_pending(loop):  # as in call()
                 await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
-            if not waiter.done() or waiter.cancelled():
-                # Still in line, unless a release already skipped it.
-                with contextlib.suppress(ValueError):
-                    waiters.remove(waiter)
-            elif waiter.result():
-                # Handed a permit and cancelled in the same instant: pass it
-                # on (silently: this call never acquired it).
-                self._pass_on()
-            # else: timed out, and the timer took it out of the line.
+            self._leave_line(waiter)
             raise
         finally:
             if timer is not None:
