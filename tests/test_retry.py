@@ -21,6 +21,7 @@ from resilient import (
     Retry,
     RetryGaveUp,
     RetryScheduled,
+    call_context,
     current_context,
 )
 from resilient._time import now
@@ -424,6 +425,34 @@ async def test_attempt_number_is_visible_in_the_call_context() -> None:
 
     await Retry("r", attempts=3, backoff=Backoff.constant(0)).call(fn)
     assert seen == [1, 2, 3]
+    assert current_context() is None
+
+
+@pytest.mark.parametrize("via", ["decorator", "call"])
+@pytest.mark.parametrize("opened", [False, True], ids=["alone", "in-an-open-context"])
+async def test_a_retry_opens_its_context_or_joins_the_open_one(via: str, opened: bool) -> None:
+    """Alone, a retry's calls see a context of their own, gone afterwards; inside an
+    open context they see that one, which the retry fills in and leaves open."""
+    seen: list[tuple[int, tuple[str, ...]]] = []
+
+    async def fn() -> str:
+        ctx = current_context()
+        assert ctx is not None
+        seen.append((ctx.attempt, ctx.policies))
+        if len(seen) < 2:
+            raise ConnectionError
+        return "ok"
+
+    retry = Retry("r", attempts=3, backoff=Backoff.constant(0))
+    run = retry(fn) if via == "decorator" else (lambda: retry.call(fn))
+    if opened:
+        with call_context() as outer:
+            assert await run() == "ok"
+            assert current_context() is outer
+        assert (outer.attempt, outer.policies) == (2, ("retry:r",))
+    else:
+        assert await run() == "ok"
+    assert seen == [(1, ("retry:r",)), (2, ("retry:r",))]
     assert current_context() is None
 
 
