@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, final
 
 from ._events import FallbackUsed, Observer
-from ._policy import CallContext, Policy, _current, label_of, writable
+from ._policy import CallContext, Policy, get_context, label_of, writable
 from ._validate import ExceptionFilter, check_exception_types, check_name, matches
 from .errors import FallbackChainFailed
 
@@ -70,7 +70,7 @@ class Fallback(Policy):
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
-        ctx = _current.get()
+        ctx = get_context()
         if ctx is not None and self._label not in ctx.policies:
             ctx = writable(ctx)
             ctx.policies += (self._label,)
@@ -95,7 +95,7 @@ class Fallback(Policy):
             # call(), written out: a shared helper would cost a coroutine frame per call.
             if self._fault is not None:
                 return await call(fn, *args, **kwargs)
-            ctx = _current.get()
+            ctx = get_context()
             if ctx is not None and label not in ctx.policies:
                 ctx = writable(ctx)
                 ctx.policies += (label,)
@@ -113,7 +113,7 @@ class Fallback(Policy):
         """The handler's answer to ``exc`` (which ``on`` matched), noted in the open context."""
         value = await _resolve(self.handler(exc))
         if ctx is not None:
-            writable(_current.get() or ctx).fallback = self.name
+            writable(get_context() or ctx).fallback = self.name
         if self._listeners:
             self._emit(FallbackUsed(self.kind, self.name, self.name, type(exc).__name__))
         return value
@@ -181,7 +181,7 @@ class FallbackChain(Policy):
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
-        ctx = _current.get()
+        ctx = get_context()
         if ctx is not None and self._label not in ctx.policies:
             ctx = writable(ctx)
             ctx.policies += (self._label,)
@@ -210,7 +210,7 @@ class FallbackChain(Policy):
                 errors.append(exc)
                 continue
             if ctx is not None:
-                writable(_current.get() or ctx).fallback = strategy.name
+                writable(get_context() or ctx).fallback = strategy.name
             if self._listeners:
                 self._emit(
                     FallbackUsed(self.kind, self.name, strategy.name, type(errors[0]).__name__)

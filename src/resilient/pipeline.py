@@ -16,7 +16,16 @@ import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, final
 
-from ._policy import CallContext, Policy, SharedContext, _current, label_of, writable
+from ._policy import (
+    CallContext,
+    Policy,
+    SharedContext,
+    get_context,
+    label_of,
+    reset_context,
+    set_context,
+    writable,
+)
 from ._validate import check_name
 
 __all__ = ["Pipeline"]
@@ -71,15 +80,15 @@ class Pipeline(Policy):
     async def _run(
         self, chain: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
-        ctx = _current.get()
+        ctx = get_context()
         if ctx is not None:
             _join(ctx, self._labels)
             return await chain(*args, **kwargs)
-        token = _current.set(self._shared)
+        token = set_context(self._shared)
         try:
             return await chain(*args, **kwargs)
         finally:
-            _current.reset(token)
+            reset_context(token)
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate; the chain of bound ``call`` methods is built once, here."""
@@ -98,17 +107,17 @@ class Pipeline(Policy):
             if self._fault is not None:
                 return await run(bind(fn), args, kwargs)
             # _run, written out: a shared helper would cost a coroutine frame per call.
-            ctx = _current.get()
+            ctx = get_context()
             if ctx is not None:
                 _join(ctx, labels)
                 result: T = await chain(*args, **kwargs)
                 return result
-            token = _current.set(shared)
+            token = set_context(shared)
             try:
                 result = await chain(*args, **kwargs)
                 return result
             finally:
-                _current.reset(token)
+                reset_context(token)
 
         return wrapper
 

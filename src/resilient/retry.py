@@ -21,7 +21,15 @@ from typing import Any, Literal, ParamSpec, TypeVar, final
 import anyio
 
 from ._events import Observer, RetryGaveUp, RetryScheduled
-from ._policy import Policy, SharedContext, _current, label_of, writable
+from ._policy import (
+    Policy,
+    SharedContext,
+    get_context,
+    label_of,
+    reset_context,
+    set_context,
+    writable,
+)
 from ._time import asyncio_loop, now
 from ._validate import ExceptionFilter, check_exception_types, check_int, check_seconds
 from .errors import BulkheadFullError, CircuitOpenError
@@ -276,10 +284,10 @@ class Retry(Policy):
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._fault is not None:
             fn = self._fault(fn)
-        ctx = _current.get()
+        ctx = get_context()
         token = None
         if ctx is None:
-            token = _current.set(self._first)
+            token = set_context(self._first)
         else:
             if type(ctx) is SharedContext:
                 ctx = writable(ctx)
@@ -317,14 +325,14 @@ class Retry(Policy):
                     # on every call, which costs more than a zero wait itself.
                     pause = asyncio.sleep if asyncio_loop() is not None else anyio.sleep
                     # This retry's own context (ctx None) is shared: attempts write to a copy.
-                    own = ctx if ctx is not None else writable(_current.get() or self._first)
+                    own = ctx if ctx is not None else writable(get_context() or self._first)
                 await pause(delay)
                 previous = delay
                 attempt += 1
                 own.attempt = attempt
         finally:
             if token is not None:
-                _current.reset(token)
+                reset_context(token)
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         """Decorate an ``async def`` function; the result keeps its signature."""
@@ -341,10 +349,10 @@ class Retry(Policy):
             # call(), written out (see above).
             if self._fault is not None:
                 return await call(fn, *args, **kwargs)
-            ctx = _current.get()
+            ctx = get_context()
             token = None
             if ctx is None:
-                token = _current.set(first)
+                token = set_context(first)
             else:
                 if type(ctx) is SharedContext:
                     ctx = writable(ctx)
@@ -378,14 +386,14 @@ class Retry(Policy):
                     error = None
                     if attempt == 1:
                         pause = asyncio.sleep if asyncio_loop() is not None else anyio.sleep
-                        own = ctx if ctx is not None else writable(_current.get() or first)
+                        own = ctx if ctx is not None else writable(get_context() or first)
                     await pause(delay)
                     previous = delay
                     attempt += 1
                     own.attempt = attempt
             finally:
                 if token is not None:
-                    _current.reset(token)
+                    reset_context(token)
 
         return wrapper
 

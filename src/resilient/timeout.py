@@ -33,7 +33,7 @@ import anyio
 import anyio.lowlevel
 
 from ._events import Observer, TimedOut
-from ._policy import Policy, _current, enter_context, label_of
+from ._policy import Policy, enter_context, label_of, reset_context
 from ._time import asyncio_loop, now
 from ._validate import check_seconds
 from .errors import TimeoutExceeded
@@ -138,7 +138,7 @@ class Timeout(Policy):
         finally:
             ctx.deadline = outer_deadline
             if token is not None:
-                _current.reset(token)
+                reset_context(token)
 
     def __repr__(self) -> str:
         return f"Timeout({self.seconds!r}, name={self.name!r})"
