@@ -144,43 +144,16 @@ _Rejection = tuple[str, float | None]  # (reason, retry_after)
 _FaultHook = Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]
 
 
-class _OpenMessage(tuple[str, float | None]):
-    """A ``CircuitOpenError``'s message, formatted only when someone reads it.
-
-    Formatting the message (``retry_after`` to three decimals) is most of the
-    cost of a rejection, and most rejections are counted, not read.
-    :func:`_open_error` builds the same error as ``CircuitOpenError(name,
-    retry_after)`` (same ``str``, ``repr``, attributes and pickling) with this
-    as its one argument; a test pins the equivalence. A tuple of ``(name,
-    retry_after)``, so that building one runs no Python code.
-    """
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return str(CircuitOpenError(self[0], self[1]))
-
-    def __repr__(self) -> str:
-        return repr(str(self))
-
-    def __eq__(self, other: object) -> bool:
-        return str(self) == other
-
-    def __hash__(self) -> int:
-        return hash(str(self))
-
-
+# ``CircuitOpenError(name, retry_after)`` without running its __init__: the
+# exception's own __new__ stores the arguments as ``args``, which is all the
+# error holds (its message is formatted when read). A rejection builds one
+# per call; this is the cheapest way CPython offers.
 _new_error = CircuitOpenError.__new__
-_new_tuple = tuple.__new__
 
 
 def _open_error(name: str, retry_after: float | None) -> CircuitOpenError:
-    """``CircuitOpenError(name, retry_after)``, with its message formatted lazily."""
-    exc = _new_error(CircuitOpenError)
-    exc.name = name
-    exc.retry_after = retry_after
-    exc.args = (_new_tuple(_OpenMessage, (name, retry_after)),)
-    return exc
+    """``CircuitOpenError(name, retry_after)``, built as the hot path builds it."""
+    return _new_error(CircuitOpenError, name, retry_after)
 
 
 class _State:
@@ -767,7 +740,7 @@ class CircuitBreaker(Policy):
                 left = opened.until - _now()
                 if left > 0:
                     self._not_permitted += 1
-                    raise _open_error(name, left)
+                    raise _new_error(CircuitOpenError, name, left)
             return await slow_path(fn, args, kwargs)
 
         return wrapper
@@ -806,7 +779,7 @@ class CircuitBreaker(Policy):
             left = opened.until - _now()
             if left > 0:
                 self._not_permitted += 1
-                raise _open_error(self.name, left)
+                raise _new_error(CircuitOpenError, self.name, left)
         return await self._call(fn, args, kwargs)
 
     async def _call(

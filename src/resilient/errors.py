@@ -35,23 +35,34 @@ class CircuitOpenError(ResilienceError):
 
     ``retry_after`` is the number of seconds until a trial call may be admitted,
     or ``None`` when unknown (forced open, or half-open with every trial taken).
+
+    The error's ``args`` are ``(name, retry_after)`` and its message is
+    formatted from them when read (``str(error)``): an open breaker builds one
+    per rejected call, most are counted and never printed, and formatting
+    ``retry_after`` would cost more than the rest of a rejection. So the hot
+    path builds one without running any Python code (see ``breaker.py``).
     """
 
-    # Slots: a rejection builds one per call, and a slot costs less than the
-    # instance dict two attributes would need (other attributes still go there).
-    __slots__ = ("name", "retry_after")
-
     def __init__(self, name: str, retry_after: float | None) -> None:
-        self.name = name
-        self.retry_after = retry_after
+        super().__init__(name, retry_after)
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a trial call may be admitted; ``None`` when unknown."""
+        return self.args[1]  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        name, retry_after = self.args
         if retry_after is None:
             detail = "no trial call is possible now"
         else:
             detail = f"a trial call is possible in {retry_after:.3f}s"
-        super().__init__(f"circuit {name!r} is open: {detail}")
-
-    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None]]:
-        return type(self), (self.name, self.retry_after)
+        return f"circuit {name!r} is open: {detail}"
 
 
 BulkheadReason = Literal["queue_full", "max_wait"]
