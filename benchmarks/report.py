@@ -111,15 +111,17 @@ def verdicts(f: Figures) -> list[Verdict]:
             return
         over = row.result.overhead * 1e6
         scaled = over * scale
+        # The targets were set where a bare await cost ISSUE_BARE_NS: the
+        # figure scaled to that machine is the one held against them.
         why = ""
         if over <= limit_us < scaled:
-            why = "met here, not once scaled"
+            why = "under the figure here, over it once scaled"
         out.append(
             Verdict(
                 f"{what} <= {limit_us} µs over a bare await",
                 f"{over:.2f} µs here; {scaled:.2f} µs scaled to a "
                 f"{ISSUE_BARE_NS:.0f} ns bare await",
-                over <= limit_us,
+                scaled <= limit_us,
                 why,
             )
         )
