@@ -11,6 +11,7 @@ every admit/reject decision (with its reason and ``retry_after``) must agree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -295,6 +296,13 @@ class BreakerMachine(RuleBasedStateMachine):
 
     @initialize(cfg=configs, data=st.data())
     def setup(self, cfg: Config, data: st.DataObject) -> None:
+        # The virtual clock runs on from one example to the next, and a time
+        # window's buckets are aligned to the clock (bucket k covers
+        # [k*b, (k+1)*b)): start every example at the same phase (a multiple
+        # of every bucket used here; all times are sums of exact binary
+        # fractions), so a replayed example meets the same bucket edges.
+        t = now()
+        current_clock().jump(math.ceil(t / 4.0) * 4.0 + 4.0 - t)
         cfg.window = data.draw(self.windows, label="window")
         self.model = Model(cfg)
         self.breaker = cfg.build([self.events.append] if self.observed else [])
