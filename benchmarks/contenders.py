@@ -132,8 +132,8 @@ def ours_breaker_recording(fn: Fn) -> Call:
 
     A success written over a slot that holds a success changes nothing, so
     the fast path takes most successes unrecorded; this row pokes that off,
-    to show what a recorded success costs (as with ``failure_if=``, and for
-    the first success after a failure).
+    to show what a recorded success costs (as for the first success after a
+    failure, or one written over a failure).
     """
     breaker = ours_breaker("count")
     breaker._state.skippable = False  # a private attribute, poked here only

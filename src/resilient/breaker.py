@@ -220,15 +220,12 @@ class _Closed(_State):
         # slots hold ("skip"; up to 64 per grant); it returns after counting one
         # down, and the next record moves the position past them. A healthy
         # breaker, and one whose few failures are far from the write position,
-        # records one call in 64. Only for plain outcomes: no failure_if, no
-        # slow-call timing, no store (which has its own path).
+        # records one call in 64. Only a plain success is taken so (not failed
+        # by ``failure_if``, not slow: the fast path classifies the outcome
+        # first when the breaker has either), and only without a store (which
+        # has its own path).
         self.skip = self.granted = 0
-        self.skippable = (
-            type(window) is CountWindow
-            and b._failure_if is None
-            and b.slow_call_duration is None
-            and shared is None
-        )
+        self.skippable = type(window) is CountWindow and shared is None
         # Tallying: in a time window, recording a plain success (neither
         # failed nor slow) that ends before the current bucket is due to roll,
         # with nothing expired since the last record, adds one to the window's
@@ -716,6 +713,7 @@ class CircuitBreaker(Policy):
         timed = sd is not None
         name = self.name
         failure_if = self._failure_if
+        plain = failure_if is None and not timed  # every success is a plain one
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -734,7 +732,7 @@ class CircuitBreaker(Policy):
                     raise
                 # A cancellation (not an Exception) passes: CLOSED holds no permit.
                 skip = state.skip
-                if skip:  # a success over a success: nothing to record (see _Closed)
+                if skip and plain:  # a success over a success: nothing to record (see _Closed)
                     state.skip = skip - 1
                     return result
                 if self._state is state:  # else: admitted in an earlier period, stale
@@ -746,7 +744,9 @@ class CircuitBreaker(Policy):
                         end = _now() if state.time_window else None
                         slow = False
                     tally = state.tally
-                    if (
+                    if skip and not (failed or slow):  # a plain success over a success
+                        state.skip = skip - 1
+                    elif (
                         tally is not None
                         and end is not None
                         and not (failed or slow)
@@ -785,12 +785,12 @@ class CircuitBreaker(Policy):
                 if self._state is state:
                     state.on_error(exc, read, start)
                 raise
+            failure_if = self._failure_if
             skip = state.skip
-            if skip:
+            if skip and read is None and failure_if is None:
                 state.skip = skip - 1
                 return result
             if self._state is state:
-                failure_if = self._failure_if
                 failed = failure_if is not None and bool(failure_if(result))
                 if read is not None:
                     end: float | None = read()
@@ -799,7 +799,9 @@ class CircuitBreaker(Policy):
                     end = _now() if state.time_window else None
                     slow = False
                 tally = state.tally
-                if (
+                if skip and not (failed or slow):
+                    state.skip = skip - 1
+                elif (
                     tally is not None
                     and end is not None
                     and not (failed or slow)
