@@ -86,3 +86,112 @@ def test_current_clock_outside_virtual_time_is_an_error() -> None:
 
     with pytest.raises(RuntimeError, match="virtual clock"):
         anyio.run(main)
+
+
+# -- finding the clock: the loop running now, whatever ran before or runs elsewhere --------
+
+
+def _reads_its_loop() -> bool:
+    """Whether ``_time.now()`` reads the running asyncio loop's own clock.
+
+    The loop's ``time()`` read just before and just after brackets it (a real
+    clock moves between readings: uvloop's ticks in milliseconds).
+    """
+    import asyncio
+
+    own = asyncio.get_running_loop().time
+    before = own()
+    reading = _time.now()
+    return before <= reading <= own()
+
+
+def test_now_follows_each_asyncio_loop_in_turn() -> None:
+    """Virtual loops started one after another, at different clocks, each read as their own."""
+    import asyncio
+
+    async def main() -> tuple[float, bool]:
+        return _time.now(), _time.asyncio_loop() is asyncio.get_running_loop()
+
+    for start in (100.0, 5.0, 7_000.0):
+        loop = VirtualTimeEventLoop(start=start)
+        try:
+            assert loop.run_until_complete(main()) == (start, True)
+        finally:
+            loop.close()
+
+
+def test_now_on_uvloop_between_other_loops() -> None:
+    """A uvloop loop (not a BaseEventLoop) reads its own clock, before and after others."""
+    uvloop = pytest.importorskip("uvloop")
+    import asyncio
+
+    async def on_uvloop() -> tuple[list[bool], bool]:
+        readings = [_reads_its_loop() for _ in range(3)]  # the remembered clock, too
+        return readings, _time.asyncio_loop() is asyncio.get_running_loop()
+
+    async def on_virtual() -> float:
+        return _time.now()
+
+    for _ in range(2):
+        assert uvloop.run(on_uvloop()) == ([True, True, True], True)
+        virtual = VirtualTimeEventLoop(start=42.0)
+        try:
+            assert virtual.run_until_complete(on_virtual()) == 42.0
+        finally:
+            virtual.close()
+
+
+def test_now_follows_each_trio_run_and_its_clock() -> None:
+    """Each ``trio.run`` with its own clock is read through that clock, not a remembered one."""
+    trio = pytest.importorskip("trio")
+
+    async def main() -> tuple[float, float]:
+        return _time.now(), trio.current_time()
+
+    for start in (10.0, 3_000.0):
+        clock = trio.testing.MockClock(rate=0)
+        clock.jump(start)
+        first = trio.run(main, clock=clock)
+        second = trio.run(main, clock=clock)
+        assert first == second == (clock.current_time(), clock.current_time())
+    fresh = trio.testing.MockClock(rate=0)
+    assert trio.run(main, clock=fresh) == (0.0, 0.0)
+
+
+def test_now_in_threads_running_different_loops_at_once() -> None:
+    """Loops running at the same time in two threads each read their own clock."""
+    import asyncio
+    import threading
+
+    errors: list[str] = []
+    barrier = threading.Barrier(2)
+
+    async def check(name: str) -> None:
+        barrier.wait()  # both loops run before either reads
+        for i in range(2_000):
+            if not _reads_its_loop():
+                errors.append(f"{name}: now() read another clock at {i}")
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+
+    def virtual(start: float) -> None:
+        loop = VirtualTimeEventLoop(start=start)
+        try:
+            loop.run_until_complete(check(f"virtual {start}"))
+        finally:
+            loop.close()
+
+    def other() -> None:
+        try:
+            import uvloop
+
+            uvloop.run(check("uvloop"))
+        except ImportError:
+            virtual(2_000.0)
+
+    threads = [threading.Thread(target=virtual, args=(1_000.0,)), threading.Thread(target=other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

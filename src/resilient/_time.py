@@ -67,28 +67,72 @@ def asyncio_loop() -> AbstractEventLoop | None:
     loop = _last[0]
     if loop is not None and loop._thread_id == _get_ident():  # type: ignore[attr-defined]
         return loop
+    thread, still, _, other = _elsewhere
+    if other is not None and thread == _get_ident() and still():
+        return other
     return _get_running_loop()
 
 
+def _never() -> bool:
+    return False
+
+
+# The last clock found that _last cannot hold: an asyncio loop that is not a
+# BaseEventLoop (uvloop's has no _thread_id), or trio's. As (thread, still,
+# read, loop): it is the clock of the code running now while this is that
+# thread and still() holds: the loop is running (a thread runs at most one
+# loop at a time), or trio's current clock is the same object (trio's run
+# state is per thread). This spares such loops asyncio's _get_running_loop()
+# and its getpid() on every reading, most of what reading their clock cost.
+# (One case it cannot tell apart: a non-BaseEventLoop loop found running in
+# this thread that has since moved to another thread while this thread runs
+# another such loop, unseen in between; uvloop loops read one monotonic clock,
+# so the reading is off by the loops' cached milliseconds at most.)
+_elsewhere: tuple[int, Callable[[], bool], Callable[[], float], AbstractEventLoop | None] = (
+    -1,
+    _never,
+    _monotonic,
+    None,
+)
+
+
 def _find_clock() -> Callable[[], float]:
-    global _last
+    global _last, _elsewhere
+    thread, still, read, _ = _elsewhere
+    if thread == _get_ident() and still():
+        return read
     loop = _get_running_loop()
     if loop is None:
         return _other_clock()
     read = _monotonic if type(loop).time is _BASE_TIME else loop.time
     if isinstance(loop, BaseEventLoop):  # has _thread_id, with the meaning above
         _last = (loop, read)
+    else:
+        _elsewhere = (_get_ident(), loop.is_running, read, loop)
     return read
 
 
 def _other_clock() -> Callable[[], float]:
+    global _elsewhere
     trio = sys.modules.get("trio")
     if trio is not None:
+        current = trio.lowlevel.current_clock
         try:
             # What anyio's trio backend reads, without the backend lookup.
-            return trio.lowlevel.current_clock().current_time  # type: ignore[no-any-return]
+            found = current()
         except RuntimeError:  # not inside trio.run
             pass
+        else:
+
+            def still() -> bool:
+                try:
+                    return current() is found
+                except RuntimeError:  # this thread's trio.run has ended
+                    return False
+
+            read: Callable[[], float] = found.current_time
+            _elsewhere = (_get_ident(), still, read, None)
+            return read
     return anyio.current_time
 
 
