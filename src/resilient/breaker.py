@@ -743,11 +743,10 @@ class CircuitBreaker(Policy):
                     else:
                         end = _now() if state.time_window else None
                         slow = False
-                    tally = state.tally
                     if skip and not (failed or slow):  # a plain success over a success
                         state.skip = skip - 1
                     elif (
-                        tally is not None
+                        (tally := state.tally) is not None
                         and end is not None
                         and not (failed or slow)
                         and end < tally._next
@@ -798,11 +797,10 @@ class CircuitBreaker(Policy):
                 else:
                     end = _now() if state.time_window else None
                     slow = False
-                tally = state.tally
                 if skip and not (failed or slow):
                     state.skip = skip - 1
                 elif (
-                    tally is not None
+                    (tally := state.tally) is not None
                     and end is not None
                     and not (failed or slow)
                     and end < tally._next
