@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import typing
+
+import pytest
 
 import resilient
 from resilient import (
@@ -53,3 +56,22 @@ def test_concrete_policies_are_final() -> None:
     for cls in (resilient.Retry, resilient.Timeout, resilient.Fallback, resilient.Pipeline):
         assert getattr(cls, "__final__", False), cls
     assert typing.get_type_hints(resilient.Policy.__init__)
+
+
+@pytest.mark.parametrize(
+    ("policy", "positional"),
+    [
+        (resilient.CircuitBreaker, ["name"]),
+        (resilient.Bulkhead, ["name", "max_concurrent"]),
+        (resilient.Retry, ["name"]),
+        (resilient.Timeout, ["seconds"]),
+        (resilient.Fallback, ["handler"]),
+    ],
+)
+def test_options_after_the_first_argument_are_keyword_only(
+    policy: type[object], positional: list[str]
+) -> None:
+    """Only the first argument (and Bulkhead's max_concurrent) may be given by position."""
+    params = inspect.signature(policy).parameters.values()
+    by_position = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert by_position == positional

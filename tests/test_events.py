@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import gc
 import logging
+from typing import Any
 
 import pytest
 
 import resilient
-from resilient import Backoff, CircuitBreaker, Event, Retry, RetryScheduled
+from resilient import (
+    Backoff,
+    Bulkhead,
+    CircuitBreaker,
+    Event,
+    Fallback,
+    FallbackChain,
+    Retry,
+    RetryScheduled,
+    Timeout,
+)
 from resilient._events import registry
 
 pytestmark = pytest.mark.anyio
@@ -162,3 +173,21 @@ def test_add_observer_rejects_non_callables() -> None:
         resilient.add_observer(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="observers"):
         Retry("r", observers=[42])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda obs: Retry("r", observers=obs),
+        lambda obs: Bulkhead("b", 1, observers=obs),
+        lambda obs: Timeout(1.0, observers=obs),
+        lambda obs: Fallback(lambda exc: 0, observers=obs),
+        lambda obs: FallbackChain(observers=obs),
+        lambda obs: CircuitBreaker("c", observers=obs),
+    ],
+)
+@pytest.mark.parametrize("bad", [5, None, print])
+def test_observers_that_are_not_a_sequence_are_a_value_error(make: Any, bad: object) -> None:
+    """A lone observer, None or a number for ``observers=`` is a ValueError naming the argument."""
+    with pytest.raises(ValueError, match=r"observers must be a sequence of callables, got "):
+        make(bad)

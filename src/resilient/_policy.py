@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -170,9 +170,15 @@ class Policy(abc.ABC):
 
     kind: ClassVar[str] = "policy"
 
-    def __init__(self, name: str, observers: tuple[Observer, ...] | list[Observer] = ()) -> None:
+    def __init__(self, name: str, observers: Sequence[Observer] = ()) -> None:
         self.name = check_name(type(self).__name__, name)
-        own = tuple(observers)
+        try:
+            own = tuple(observers)
+        except TypeError:  # one observer passed bare, or None: say so, not "not iterable"
+            raise ValueError(
+                f"{type(self).__name__}({name!r}): observers must be a sequence of "
+                f"callables, got {observers!r}"
+            ) from None
         for observer in own:
             if not callable(observer):
                 raise ValueError(

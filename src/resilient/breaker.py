@@ -568,7 +568,7 @@ class CircuitBreaker(Policy):
         self._hot_open: _Open | None = None
         self._state: _State = _Closed(self)
         # Last: the base registers the breaker and may hand it to hooks.
-        super().__init__(name, tuple(observers))
+        super().__init__(name, observers)
         self._refresh_hot()
 
     @property

@@ -119,7 +119,7 @@ class Bulkhead(Policy):
         max_queue: int | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
-        super().__init__(name, tuple(observers))
+        super().__init__(name, observers)
         owner = f"Bulkhead({name!r})"
         self._max_concurrent = check_int(owner, "max_concurrent", max_concurrent, minimum=1)
         self._max_wait = (

@@ -62,7 +62,7 @@ class _Injector(Policy):
         seed: int | None,
         observers: Sequence[Observer],
     ) -> None:
-        super().__init__(name, tuple(observers))
+        super().__init__(name, observers)
         owner = f"{type(self).__name__}({name!r})"
         if rate is not None and (
             not isinstance(rate, int | float)

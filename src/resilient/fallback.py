@@ -60,7 +60,7 @@ class Fallback(Policy):
         name: str = "fallback",
         observers: Sequence[Observer] = (),
     ) -> None:
-        super().__init__(name, tuple(observers))
+        super().__init__(name, observers)
         if not callable(handler):
             raise ValueError(f"Fallback({name!r}): handler must be callable, got {handler!r}")
         self.handler = handler
@@ -162,7 +162,7 @@ class FallbackChain(Policy):
         name: str = "fallback-chain",
         observers: Sequence[Observer] = (),
     ) -> None:
-        super().__init__(name, tuple(observers))
+        super().__init__(name, observers)
         if not strategies:
             raise ValueError(f"FallbackChain({name!r}): strategies must not be empty, got ()")
         for s in strategies:

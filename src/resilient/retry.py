@@ -232,7 +232,7 @@ class Retry(Policy):
         observers: Sequence[Observer] = (),
         rng: random.Random | None = None,
     ) -> None:
-        super().__init__(name, tuple(observers))
+        super().__init__(name, observers)
         owner = f"Retry({name!r})"
         self.attempts = check_int(owner, "attempts", attempts, minimum=1)
         if backoff is None:

@@ -77,7 +77,7 @@ def _scope(loop: object, deadline: float) -> ContextManager[object]:
 
 @final
 class Timeout(Policy):
-    """``Timeout(seconds, name="timeout")``: ``seconds`` finite and > 0.
+    """``Timeout(seconds, *, name="timeout", observers=())``: ``seconds`` finite and > 0.
 
     Raises :class:`~resilient.TimeoutExceeded` (also a ``TimeoutError``) when
     the inner call runs longer than ``seconds`` on the loop clock.
@@ -86,9 +86,9 @@ class Timeout(Policy):
     kind = "timeout"
 
     def __init__(
-        self, seconds: float, name: str = "timeout", observers: Sequence[Observer] = ()
+        self, seconds: float, *, name: str = "timeout", observers: Sequence[Observer] = ()
     ) -> None:
-        super().__init__(name, tuple(observers))
+        super().__init__(name, observers)
         self.seconds = check_seconds(f"Timeout({name!r})", "seconds", seconds)
         self._label = label_of(self)
 
