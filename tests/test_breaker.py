@@ -611,6 +611,84 @@ async def test_ignored_trial_returns_its_permit() -> None:
     assert breaker.state is CircuitState.CLOSED
 
 
+@pytest.mark.parametrize("how", ["ignored", "cancelled"])
+async def test_a_trial_that_gives_its_permit_back_leaves_no_timeout(how: str) -> None:
+    """An ignored or cancelled trial stops the half_open_max_duration clock: no trial runs."""
+    breaker = CircuitBreaker(
+        "no-clock",
+        minimum_calls=1,
+        open_duration=5.0,
+        half_open_max_duration=3.0,
+        ignore=(KeyError,),
+    )
+    await trip(breaker)
+    await anyio.sleep(5.0)
+
+    async def ignored() -> None:
+        raise KeyError("k")
+
+    if how == "ignored":
+        assert isinstance(await attempt(lambda: breaker.call(ignored)), KeyError)
+    else:
+        with anyio.move_on_after(1.0):
+            await breaker.call(sleeper, 10.0)
+    await anyio.sleep(4.0)  # past the deadline the first trial would have set
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert await breaker.call(ok) == "ok"
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_the_trial_clock_runs_only_while_a_trial_runs() -> None:
+    """With two trials, the first done and none running, the clock stops; the next restarts it."""
+    breaker = CircuitBreaker(
+        "two-trials",
+        minimum_calls=1,
+        open_duration=30.0,
+        half_open_max_calls=2,
+        half_open_max_duration=3.0,
+    )
+    await trip(breaker)
+    await anyio.sleep(30.0)
+    assert await breaker.call(ok) == "ok"  # trial 1 of 2, done at once
+    await anyio.sleep(10.0)
+    assert breaker.state is CircuitState.HALF_OPEN  # nothing ran over
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(attempt, lambda: breaker.call(sleeper, 10.0))  # trial 2 hangs
+        await anyio.sleep(2.999)
+        assert breaker.state is CircuitState.HALF_OPEN
+        await anyio.sleep(0.001)
+        assert breaker.state is CircuitState.OPEN  # 3 s after trial 2 began
+
+
+class PredicateBroke(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["failure_if", "failure_on", "ignore"])
+async def test_a_predicate_that_raises_in_half_open_returns_the_trial_permit(where: str) -> None:
+    """The predicate's error propagates, nothing is recorded, and the next trial may run."""
+    broken = False
+    answer = where == "failure_on"  # what the predicate says while it works
+
+    def predicate(_: object) -> bool:
+        if broken:
+            raise PredicateBroke
+        return answer
+
+    options: dict[str, Any] = {where: predicate}
+    breaker = CircuitBreaker("pred", minimum_calls=1, open_duration=1.0, **options)
+    await trip(breaker)
+    await anyio.sleep(1.0)
+    broken = True
+    trial = ok if where == "failure_if" else boom  # failure_if sees results, the others errors
+    assert isinstance(await attempt(lambda: breaker.call(trial)), PredicateBroke)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.metrics.calls == 0
+    broken = False
+    assert await breaker.call(ok) == "ok"  # admitted: the permit came back
+    assert breaker.state is CircuitState.CLOSED
+
+
 # -- time window -----------------------------------------------------------------------
 
 
@@ -734,3 +812,14 @@ async def test_in_a_pipeline() -> None:
     assert breaker.state is CircuitState.OPEN
     assert breaker.metrics.calls == 3
     assert isinstance(await attempt(piped), CircuitOpenError)  # not retried by default
+
+
+async def test_open_metrics_keep_the_window_that_tripped() -> None:
+    """In OPEN, a time window's counts stay as they were at the trip, however long it lasts."""
+    breaker = CircuitBreaker("frozen", window=TimeWindow(5.0), minimum_calls=2, open_duration=30.0)
+    await run_many(breaker, [boom, boom])
+    assert breaker.state is CircuitState.OPEN
+    await anyio.sleep(20.0)  # the window alone would have forgotten both
+    assert breaker.state is CircuitState.OPEN
+    m = breaker.metrics
+    assert (m.calls, m.failed_calls, m.failure_rate) == (2, 2, 1.0)

@@ -128,6 +128,7 @@ class Model:
     outcomes: list[tuple[float, bool, bool]] = field(default_factory=list)  # window
     trials: list[tuple[bool, bool]] = field(default_factory=list)
     source: str = "window"  # what metrics show: "window" or "trials"
+    tripped: list[tuple[bool, bool]] = field(default_factory=list)  # the window at the trip
     taken: int = 0
     first_trial: float | None = None
     opened_at: float = 0.0
@@ -200,6 +201,8 @@ class Model:
         return ModelCall(self.period, t)
 
     def trip(self, t: float, duration: float) -> None:
+        if self.state == "closed":
+            self.tripped = [(f, s) for _, f, s in self.window_now(t)]
         self.opened_at = t
         self.duration = duration
         self.go("open")
@@ -215,10 +218,14 @@ class Model:
         if outcome in ("ignored", "cancelled"):
             if self.state == "half_open":
                 self.taken -= 1
+                if self.taken == len(self.trials):  # no trial running: no timeout
+                    self.first_trial = None
             return
         if self.state == "half_open":
             self.trials.append((failed, slow))
             n = len(self.trials)
+            if n < self.cfg.half_open_max_calls and self.taken == n:
+                self.first_trial = None  # no trial running: no timeout
             if n == self.cfg.half_open_max_calls:
                 f = sum(x[0] for x in self.trials)
                 s = sum(x[1] for x in self.trials)
@@ -249,6 +256,8 @@ class Model:
         self.advance(t)
         if self.source == "trials":
             flags = list(self.trials)
+        elif self.state == "open":
+            flags = list(self.tripped)  # OPEN shows the window that tripped, unexpired
         else:
             flags = [(f, s) for _, f, s in self.window_now(t)]
         n = len(flags)

@@ -337,7 +337,9 @@ class _HalfOpen(_State):
         self.duration = duration  # the open duration that led here, for backoff
         self.taken = 0  # permits out: trials running or recorded
         self.calls = self.failed = self.slow = 0  # trials recorded
-        self.deadline: float | None = None  # set by the first trial
+        # When running trials are due to have finished: set by a trial that
+        # starts while none runs, cleared whenever none runs (no trial, no timeout).
+        self.deadline: float | None = None
 
     def expire(self, now: float) -> None:
         """Trials do not expire."""
@@ -367,6 +369,8 @@ class _HalfOpen(_State):
         b = self.b
         n = self.calls
         if n < b.half_open_max_calls:
+            if self.taken == n:  # no trial running now: nothing can overrun
+                self.deadline = None
             return
         if (
             self.failed / n >= b.failure_rate_threshold
@@ -378,6 +382,8 @@ class _HalfOpen(_State):
 
     def release(self) -> None:
         self.taken -= 1
+        if self.taken == self.calls:  # no trial running now: nothing can overrun
+            self.deadline = None
 
 
 @final
@@ -840,13 +846,23 @@ class CircuitBreaker(Policy):
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            self._finish(state, self._classify(exc), start, type(exc).__name__, trial)
+            error = type(exc).__name__
+            try:
+                outcome = self._classify(exc)
+            except BaseException:  # a predicate raised: record nothing, return the permit
+                self._finish(state, "ignored", start, error, trial)
+                raise
+            self._finish(state, outcome, start, error, trial)
             raise
         except BaseException as exc:  # cancellation: never counted, permit returned
             self._finish(state, "cancelled", start, type(exc).__name__, trial)
             raise
         failure_if = self._failure_if
-        failed = failure_if is not None and bool(failure_if(result))
+        try:
+            failed = failure_if is not None and bool(failure_if(result))
+        except BaseException:  # as above
+            self._finish(state, "ignored", start, None, trial)
+            raise
         self._finish(state, "failure" if failed else "success", start, None, trial)
         return result
 
@@ -923,8 +939,8 @@ class CircuitBreaker(Policy):
         now = _time.now_or_none()
         state = self._state if now is None else self._advance(now)
         counts = state.counts
-        if now is not None:
-            counts.expire(now)
+        if now is not None and state.kind is not OPEN:
+            counts.expire(now)  # OPEN shows the counts that opened it, as they were
         calls = counts.calls
         if calls == 0 or (state.kind is CLOSED and calls < self._minimum):
             failure_rate = slow_rate = 0.0
