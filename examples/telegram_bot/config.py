@@ -121,7 +121,10 @@ class Timings:
     dedupe_ttl: float = 86400.0  # an update id is remembered a day (Telegram's redelivery horizon)
     health_timeout: float = 1.0  # /health's store ping
     # Replicas: the per-chat lock in Redis.
-    chat_lock_ttl: float = 60.0  # a lock outlives its holder's crash by at most this
+    # A lock outlives its holder's crash by at most this: short enough that the
+    # chat's next message is still answered within the reply deadline (a live
+    # holder extends it every third of it, however long it works).
+    chat_lock_ttl: float = 10.0
     chat_lock_wait: float = 30.0  # a replica waits this long for another to finish a chat
 
     def scaled(self, factor: float, **overrides: float) -> Timings:

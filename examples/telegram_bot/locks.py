@@ -132,8 +132,9 @@ class LocalChatLocks:
 class RedisChatLocks:
     """Per-chat locks shared by every replica using ``client`` and ``prefix``.
 
-    ``ttl``: seconds a lock lives without being extended (default 60, longer
-    than a message's 30 s reply deadline); ``wait``: seconds to wait for it
+    ``ttl``: seconds a lock lives without being extended (default 10: a dead
+    holder's lock blocks the chat that long at most, well inside a message's
+    30 s reply deadline; a live holder extends it every third); ``wait``: seconds to wait for it
     (default 30); ``owner``: names this replica in the token (for debugging
     with ``redis-cli get``).
     """
@@ -143,7 +144,7 @@ class RedisChatLocks:
         client: redis.asyncio.Redis,
         *,
         prefix: str,
-        ttl: float = 60.0,
+        ttl: float = 10.0,
         wait: float = 30.0,
         owner: str = "",
     ) -> None:

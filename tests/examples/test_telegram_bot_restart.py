@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from bot_helpers import PRIMARY, emulators, make_settings, running
+import redis.asyncio
+from bot_helpers import PRIMARY, REDIS_URL, emulators, make_settings, running
 from examples.telegram_bot.emulators import Latency, ServerError
 from examples.telegram_bot.models import DecisionState
 from examples.telegram_bot.stages.tools import ToolBackend
@@ -101,3 +102,30 @@ async def test_reply_that_could_not_be_sent_goes_out_after_restart(store: tuple[
     assert tools.calls == 1
     assert app.stats.messages_in == 0  # nothing decided again: the outbox' reply was sent
     assert app.stats.redelivered >= 1
+
+
+async def test_chat_locked_by_a_dead_process_is_answered_within_the_reply_deadline(
+    redis_prefix: str,
+) -> None:
+    """A process killed while handling a chat leaves its Redis lock behind (SIGKILL runs
+    no release): the chat's next message still gets its reply within the deadline, because
+    the lock's TTL leaves room for the answer in the budget."""
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, REDIS_URL)
+        t = settings.timings
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            # What a dead holder leaves: its token, with a full TTL (its last extension).
+            await client.set(
+                f"{redis_prefix}lock:chat:33",
+                "dead-replica:token",
+                px=round(t.chat_lock_ttl * 1000),
+            )
+            async with running(settings, store_prefix=redis_prefix):
+                started = anyio.current_time()
+                reply = await api.say(33, "tell me about moss", timeout=t.reply_deadline)
+                took = anyio.current_time() - started
+        finally:
+            await client.aclose()
+    assert reply.startswith(f"[{PRIMARY}] You asked: tell me about moss")
+    assert took >= t.chat_lock_ttl * 0.9  # it did wait for the dead holder's lock
