@@ -8,13 +8,14 @@ Per update, under the chat's lock (:mod:`.locks`: in this process, or in
 Redis across replicas)::
 
     outbox entry?  sent: done (a duplicate: redelivered, or sent to two replicas)
-                   unsent: send it again
+                   unsent: send the parts not yet delivered
     intake → load conversation → abuse limits (too long, too fast: a notice)
            → admin command? (admins only: else a notice)
            → load preferences → analysis → decision
            → tool | LLM chain | fixed reply → moderation
            → lock still ours? → save conversation + outbox entry (one atomic write)
-           → send → mark sent → analytics (background)
+           → send (each part of a split reply recorded) → mark sent
+           → analytics (background)
 
 The outbox entry, keyed by ``update_id`` and kept ``dedupe_ttl`` (a day),
 is what makes a reply happen once: an update delivered twice finds it.
@@ -253,8 +254,20 @@ class MessageHandler:
             return RECOVERY_TEXT, "error"
 
     async def _deliver(self, box: Outbox) -> bool:
+        async def part_sent(parts: int) -> None:
+            # Recorded before the next part goes out: when a later part fails for
+            # good (or the bot stops), the resend starts after the parts delivered.
+            try:
+                await self._store.mark_parts_sent(box.update_id, parts)
+            except Exception as exc:
+                # Not worth holding back the rest of the reply: a resend, if one is
+                # needed, repeats the parts that were not recorded.
+                log.warning("update %d: part %d sent, not recorded: %r", box.update_id, parts, exc)
+
         try:
-            parts = await self._sender.send(box.chat_id, box.text, box.reply_to)
+            parts = await self._sender.send(
+                box.chat_id, box.text, box.reply_to, skip=box.parts_sent, on_part=part_sent
+            )
         except Exception as exc:
             self._stats.send_failures += 1
             log.warning("update %d: reply not sent, will try again: %r", box.update_id, exc)

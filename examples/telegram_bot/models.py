@@ -157,6 +157,9 @@ class Outbox:
     ``sent`` turns true once Telegram accepted every part. An update with an
     unsent outbox entry is answered from here after a restart, never decided
     again, so a tool or a state transition never runs twice for one message.
+    ``parts_sent``: how many parts of a reply split above 4096 characters
+    Telegram accepted so far, recorded before the next part goes out, so that
+    sending it again starts after them instead of repeating them.
     """
 
     update_id: int
@@ -164,6 +167,7 @@ class Outbox:
     reply_to: int
     text: str
     sent: bool = False
+    parts_sent: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -172,6 +176,7 @@ class Outbox:
             "reply_to": self.reply_to,
             "text": self.text,
             "sent": self.sent,
+            "parts_sent": self.parts_sent,
         }
 
     @classmethod
@@ -182,6 +187,8 @@ class Outbox:
             reply_to=int(data["reply_to"]),
             text=str(data["text"]),
             sent=bool(data["sent"]),
+            # Absent from entries written before parts were counted: none recorded.
+            parts_sent=int(data.get("parts_sent", 0)),
         )
 
 

@@ -2,10 +2,11 @@
 
 A store keeps, per chat, the :class:`~.models.Conversation` (decision state,
 open flow, history); per user, the :class:`~.models.Preferences`; and per
-update, the :class:`~.models.Outbox` entry (the reply decided for it and
-whether it was sent). Saving a conversation together with its update's
-outbox entry is atomic, so after a crash an update is either undecided (it is
-handled again) or decided (its recorded reply is sent), never half of each.
+update, the :class:`~.models.Outbox` entry (the reply decided for it, how
+many of its parts were delivered, and whether it was sent). Saving a
+conversation together with its update's outbox entry is atomic, so after a
+crash an update is either undecided (it is handled again) or decided (its
+recorded reply is sent), never half of each.
 
 - :class:`SQLiteStateStore` (default): one file, WAL mode, the stdlib
   ``sqlite3`` called on the event loop itself. Each statement takes tens of
@@ -75,6 +76,10 @@ class StateStore(Protocol):
 
     async def mark_sent(self, update_id: int) -> None:
         """Record that the update's reply was delivered."""
+        ...
+
+    async def mark_parts_sent(self, update_id: int, parts: int) -> None:
+        """Record that the first ``parts`` parts of the update's split reply were delivered."""
         ...
 
     async def cleanup_stale(self, older_than: float) -> int:
@@ -204,12 +209,12 @@ class SQLiteStateStore:
         data = await self._run(self._get, "SELECT data FROM outbox WHERE update_id = ?", update_id)
         return None if data is None else Outbox.from_json(data)
 
-    def _mark_sent(self, update_id: int) -> None:
+    def _update_outbox(self, update_id: int, changes: dict[str, Any]) -> None:
         row = self._conn.execute(
             "SELECT data FROM outbox WHERE update_id = ?", (update_id,)
         ).fetchone()
         if row is not None:
-            data = json.loads(row[0]) | {"sent": True}
+            data = json.loads(row[0]) | changes
             self._put(
                 "INSERT OR REPLACE INTO outbox (update_id, data, updated_at) VALUES (?, ?, ?)",
                 update_id,
@@ -217,7 +222,10 @@ class SQLiteStateStore:
             )
 
     async def mark_sent(self, update_id: int) -> None:
-        await self._run(self._mark_sent, update_id)
+        await self._run(self._update_outbox, update_id, {"sent": True})
+
+    async def mark_parts_sent(self, update_id: int, parts: int) -> None:
+        await self._run(self._update_outbox, update_id, {"parts_sent": parts})
 
     def _cleanup(self, older_than: float) -> int:
         now = time.time()
@@ -351,10 +359,16 @@ class RedisStateStore:
         return None if found is None else Outbox.from_json(found["data"])
 
     async def mark_sent(self, update_id: int) -> None:
+        await self._update_outbox(update_id, {"sent": True})
+
+    async def mark_parts_sent(self, update_id: int, parts: int) -> None:
+        await self._update_outbox(update_id, {"parts_sent": parts})
+
+    async def _update_outbox(self, update_id: int, changes: dict[str, Any]) -> None:
         found = await self.outbox(update_id)
         if found is None:
             return
-        value = self._wrap(found.to_json() | {"sent": True})
+        value = self._wrap(found.to_json() | changes)
 
         async def op() -> None:
             await self._r.set(self._key("outbox", update_id), value, ex=self._outbox_ttl)

@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) from the repo
 
 from examples.telegram_bot.app import BotApp, open_bot  # noqa: E402
 from examples.telegram_bot.config import Settings, Timings  # noqa: E402
-from examples.telegram_bot.emulators import BotAPIEmulator, LLMEmulator  # noqa: E402
+from examples.telegram_bot.emulators import BotAPIEmulator, LLMEmulator, SentMessage  # noqa: E402
 
 TOKEN = "123456:TEST-token"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -48,6 +48,12 @@ def make_settings(
         state_store_url=store_url,
         timings=timings,
     )
+
+
+def part_numbers(sent: list[SentMessage], parts: list[str]) -> list[tuple[int, int | None]]:
+    """(index of the part, the message it replies to) per message sent, -1 for a text
+    that is no part: a split reply sent twice reads at a glance in a failed assert."""
+    return [(parts.index(m.text) if m.text in parts else -1, m.reply_to) for m in sent]
 
 
 @asynccontextmanager

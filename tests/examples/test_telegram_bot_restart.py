@@ -5,9 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 import redis.asyncio
-from bot_helpers import PRIMARY, REDIS_URL, emulators, make_settings, running
-from examples.telegram_bot.emulators import Latency, ServerError
+from bot_helpers import PRIMARY, REDIS_URL, emulators, make_settings, part_numbers, running
+from examples.telegram_bot.emulators import Delay, Latency, ServerError
 from examples.telegram_bot.models import DecisionState
+from examples.telegram_bot.stages.sending import split_message
 from examples.telegram_bot.stages.tools import ToolBackend
 
 pytestmark = pytest.mark.asyncio
@@ -129,3 +130,28 @@ async def test_chat_locked_by_a_dead_process_is_answered_within_the_reply_deadli
             await client.aclose()
     assert reply.startswith(f"[{PRIMARY}] You asked: tell me about moss")
     assert took >= t.chat_lock_ttl * 0.9  # it did wait for the dead holder's lock
+
+
+async def test_long_reply_with_a_failed_part_is_finished_after_restart(
+    store: tuple[str, str],
+) -> None:
+    """A reply in three parts whose second part could not be sent (5xx until the
+    telegram-api breaker opened) is finished by the restarted bot with the parts not
+    yet delivered: each part arrives exactly once, in order, only the first replying
+    to the user's message."""
+    url, prefix = store
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, url)
+        # The first part goes through (Delay(0): answered normally), the second fails.
+        api.inject("sendMessage", Delay(0), *[ServerError()] * 5)
+        async with running(settings, store_prefix=prefix) as app:
+            msg = api.user_says(61, "give me a long answer")
+            await api.wait_until(lambda: app.stats.send_failures >= 1)
+        parts = split_message(llm.answer(PRIMARY, [{"role": "user", "content": msg.text}]))
+        assert len(parts) == 3
+        assert part_numbers(api.chat(61), parts) == [(0, msg.message_id)]
+        async with running(settings, store_prefix=prefix) as app:
+            await api.wait_until(lambda: api.unconfirmed == 0)
+    assert part_numbers(api.chat(61), parts) == [(0, msg.message_id), (1, None), (2, None)]
+    assert app.stats.messages_in == 0  # nothing decided again: the outbox' reply was sent
+    assert app.stats.redelivered >= 1

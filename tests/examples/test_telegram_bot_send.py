@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from bot_helpers import FAST, emulators, make_settings, running
+from bot_helpers import FAST, PRIMARY, emulators, make_settings, part_numbers, running
 from examples.telegram_bot.emulators import BotAPIEmulator, Delay, RetryAfter, ServerError
+from examples.telegram_bot.stages.sending import split_message
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,6 +47,35 @@ async def test_server_errors_are_retried_and_delivered_once(
     assert reply.text == "Noted: seeds (note 1)."
     assert len(api.replies_to(msg.message_id, 81)) == 1
     assert app.stats.retries["telegram-send"] == 2
+
+
+@pytest.mark.parametrize("fault", [ServerError(502), RetryAfter(1)], ids=["5xx", "429"])
+async def test_long_reply_whose_second_part_fails_sends_each_part_once(
+    store: tuple[str, str], fault: ServerError | RetryAfter
+) -> None:
+    """A reply in three parts whose second part meets a fault on each of telegram-send's
+    five attempts: the send fails (429s: the retry gives up; 5xx: the telegram-api
+    breaker opens after the fourth and rejects the fifth), the update is offered again,
+    and only the parts not yet delivered are sent. Each part arrives exactly once, in
+    order, and only the first replies to the user's message."""
+    url, prefix = store
+    async with emulators() as (api, llm):
+        settings = make_settings(api, llm, url)
+        async with running(settings, store_prefix=prefix) as app:
+            # The first part goes through (Delay(0): answered normally), the second fails.
+            api.inject("sendMessage", Delay(0), *[fault] * 5)
+            msg = api.user_says(86, "give me a long answer")
+            await api.wait_until(lambda: app.stats.send_failures >= 1, timeout=15.0)
+            await api.wait_until(lambda: api.unconfirmed == 0, timeout=15.0)
+    parts = split_message(llm.answer(PRIMARY, [{"role": "user", "content": msg.text}]))
+    assert len(parts) == 3
+    assert part_numbers(api.chat(86), parts) == [(0, msg.message_id), (1, None), (2, None)]
+    if isinstance(fault, RetryAfter):
+        assert app.stats.gave_up["telegram-send"] == 1
+    else:
+        assert app.stats.rejections["telegram-api:open"] >= 1
+    assert app.stats.redelivered >= 1
+    assert app.stats.messages_in == 1  # decided once; the redelivery sent the outbox' reply
 
 
 async def test_slow_send_within_the_timeout_is_not_sent_twice(sqlite_url: str) -> None:

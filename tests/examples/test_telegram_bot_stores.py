@@ -67,6 +67,24 @@ async def test_conversation_and_outbox_round_trip(store: tuple[str, str]) -> Non
         await s.aclose()
 
 
+async def test_outbox_remembers_the_parts_delivered(store: tuple[str, str]) -> None:
+    """How many parts of a split reply went out is kept with the outbox entry, and is
+    read back by another instance (a restarted bot); mark_sent keeps it."""
+    a, b = await opened(store), await opened(store)
+    try:
+        box = Outbox(update_id=79, chat_id=5, reply_to=13, text="x" * 9000)
+        await a.save(5, sample(), box)
+        await a.mark_parts_sent(79, 2)
+        assert await b.outbox(79) == Outbox(79, 5, 13, "x" * 9000, parts_sent=2)
+        await b.mark_sent(79)
+        assert await a.outbox(79) == Outbox(79, 5, 13, "x" * 9000, sent=True, parts_sent=2)
+        await a.mark_parts_sent(80, 1)  # unknown: nothing to mark
+        assert await a.outbox(80) is None
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
 async def test_state_is_shared_by_two_store_instances(store: tuple[str, str]) -> None:
     """A second instance (another process, another replica) sees what the first saved."""
     a, b = await opened(store), await opened(store)

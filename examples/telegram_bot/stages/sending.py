@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiogram import Bot
@@ -20,7 +21,7 @@ from aiogram.types import ReplyParameters
 
 from resilient import Policy
 
-__all__ = ["MAX_MESSAGE", "Sender", "TelegramSender", "split_message"]
+__all__ = ["MAX_MESSAGE", "PartSent", "Sender", "TelegramSender", "split_message"]
 
 log = logging.getLogger("examples.telegram_bot.sending")
 
@@ -42,9 +43,22 @@ def split_message(text: str, limit: int = MAX_MESSAGE) -> list[str]:
     return parts
 
 
+PartSent = Callable[[int], Awaitable[None]]
+
+
 class Sender(Protocol):
-    async def send(self, chat_id: int, text: str, reply_to: int) -> int:
-        """Send ``text`` as the reply to message ``reply_to``; return the parts sent."""
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        reply_to: int,
+        *,
+        skip: int = 0,
+        on_part: PartSent | None = None,
+    ) -> int:
+        """Send ``text`` as the reply to message ``reply_to``, but for its first ``skip``
+        parts (delivered before); after each part but the last, await ``on_part`` with
+        the number of parts delivered so far. Return the parts this call sent."""
         ...
 
     async def typing(self, chat_id: int) -> None:
@@ -68,11 +82,23 @@ class TelegramSender:
         self._action = action_policy
         self._request_timeout = max(1, math.ceil(request_timeout) + 1)
 
-    async def send(self, chat_id: int, text: str, reply_to: int) -> int:
+    async def send(
+        self,
+        chat_id: int,
+        text: str,
+        reply_to: int,
+        *,
+        skip: int = 0,
+        on_part: PartSent | None = None,
+    ) -> int:
         parts = split_message(text)
-        for i, part in enumerate(parts):
+        # The index is the part's place in the whole reply: a resend that skips the
+        # first part must not make the second one the reply to the user's message.
+        for i, part in enumerate(parts[skip:], start=skip):
             await self._send.call(self._send_part, chat_id, part, reply_to if i == 0 else None)
-        return len(parts)
+            if on_part is not None and i + 1 < len(parts):
+                await on_part(i + 1)  # the last part is recorded by marking the reply sent
+        return len(parts[skip:])
 
     async def _send_part(self, chat_id: int, text: str, reply_to: int | None) -> None:
         await self._bot.send_message(
