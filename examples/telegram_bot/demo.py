@@ -10,14 +10,17 @@
    (the tool is idempotent by update id, so no reminder is set twice);
 3. notes under Telegram flood control: 429s with ``retry_after`` and a 502;
 4. the primary LLM rate-limits: the secondary answers;
-5. the primary fails: one simplified request, then the breaker opens and
-   cached answers, templates and apologies take over;
-6. the primary recovers: the breaker's trial call closes it.
+5. the primary fails (5xx): while the secondary fails too, one simplified
+   request answers; with the secondary healthy, it answers every chat (the
+   primary's breaker opens meanwhile, and the secondary answers on); with
+   both models down, cached answers, templates and apologies take over;
+6. both models recover: the primary's trial call closes its breaker.
 
 Then it prints a summary table, and exits 1 if any message got no reply or
-more than one, or if a conversation lost its state across the restart (a
-reminder confirming the wrong task, or an LLM request after the restart
-without the turns from before it). Runs in real time, with every duration
+more than one, if the secondary did not answer during the primary's outage,
+or if a conversation lost its state across the restart (a reminder
+confirming the wrong task, or an LLM request after the restart without the
+turns from before it). Runs in real time, with every duration
 of the bot ten times shorter than in production (``Timings.scaled(0.1)``).
 """
 
@@ -64,7 +67,7 @@ CITIES = ("Paris", "Berlin", "London", "Rome", "Madrid", "Tokyo")
 TASKS = ("water the plants", "call mom", "buy milk", "book the dentist", "pay rent", "stretch")
 TOPICS = ("ferns", "bonsai", "orchids", "cacti", "tulips", "moss", "ivy", "basil")
 LEVELS = ("primary", "secondary", "simplified", "cached", "template", "apology")
-PER_CHAT = 14  # messages each chat sends
+PER_CHAT = 15  # messages each chat sends
 
 
 @dataclass
@@ -220,11 +223,29 @@ class Demo:
 
             await self.each_chat(rate_limited)
 
-            self.progress.set_phase("5/6 primary LLM down")
+            self.progress.set_phase("5/6 primary LLM down (secondary down, up, down)")
             llm.set_mode(PRIMARY, None)
+            # The primary fails its network retry's 3 attempts and the secondary fails
+            # too: the primary again, with a small request, answers.
+            llm.set_mode(SECONDARY, Outage())
             llm.script(PRIMARY, Outage(), Outage(), Outage())
             await self.say(self.chat_ids[0], "which soil is best for ferns?")  # simplified
+            # The primary is down, the secondary healthy: the secondary answers every chat,
+            # before and after the primary's breaker opens.
             llm.set_mode(PRIMARY, Outage())
+            llm.set_mode(SECONDARY, None)
+
+            async def secondary_takes_over(i: int, chat_id: int) -> None:
+                reply = await self.say(chat_id, takeover(i))
+                if reply and not reply.startswith(f"[{SECONDARY}]"):
+                    self.out.problems.append(
+                        f"chat {chat_id}: the secondary did not answer the primary's "
+                        f"outage: {reply[:60]!r}"
+                    )
+
+            await self.each_chat(secondary_takes_over)
+            # Both models down: the local levels answer.
+            llm.set_mode(SECONDARY, Outage())
 
             async def outage(i: int, chat_id: int) -> None:
                 await self.say(chat_id, question((i + 1) % len(self.chat_ids)))  # cached
@@ -233,8 +254,9 @@ class Demo:
 
             await self.each_chat(outage)
 
-            self.progress.set_phase("6/6 primary LLM back")
+            self.progress.set_phase("6/6 both LLMs back")
             llm.set_mode(PRIMARY, None)
+            llm.set_mode(SECONDARY, None)
             app = self.app
             assert app is not None
             breaker = app.policies.primary.breaker
@@ -287,6 +309,11 @@ def confirmation(i: int) -> str:
 def question(i: int) -> str:
     """Chat i's question while the primary is rate-limited (unique, so it can be cached)."""
     return f"how often should I water my {TOPICS[i % len(TOPICS)]}, number {i}?"
+
+
+def takeover(i: int) -> str:
+    """Chat i's question while only the primary is down (shares no words with the others)."""
+    return f"can {TOPICS[i % len(TOPICS)]} grow under a lamp indoors?"
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -22,7 +22,7 @@ partial rollout.)
 
 The flags the bot reads (:data:`FLAGS`), each on for every chat by default:
 
-- ``secondary_llm``: the secondary model answers when the primary is rate-limited;
+- ``secondary_llm``: the secondary model answers when the primary cannot answer;
 - ``fallback_simplified``, ``fallback_cached``, ``fallback_template``: those
   fallback levels (the static apology cannot be switched off: it is the
   level that always answers).
@@ -41,7 +41,7 @@ __all__ = ["FLAGS", "Flag", "Flags", "rollout_bucket"]
 
 FLAGS: Mapping[str, str] = MappingProxyType(
     {
-        "secondary_llm": "the secondary model answers when the primary is rate-limited",
+        "secondary_llm": "the secondary model answers when the primary cannot answer",
         "fallback_simplified": "the simplified request to the primary",
         "fallback_cached": "cached answers to similar questions",
         "fallback_template": "canned answers by intent",

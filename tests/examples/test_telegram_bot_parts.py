@@ -1,12 +1,16 @@
 """The bot's parts on their own: decision state machine, analysis, answer cache, splitting,
-configuration, error classification, moderation and intake."""
+configuration, error classification (the secondary model's rule included), moderation
+and intake."""
 
 from __future__ import annotations
 
 import datetime
 import email.utils
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import anyio
 import httpx2
 import openai
 import pytest
@@ -21,7 +25,14 @@ from aiogram.exceptions import (
 from aiogram.methods import SendMessage
 from aiogram.types import Update
 from examples.telegram_bot.config import Settings, Timings
-from examples.telegram_bot.models import Conversation, DecisionState, Intent, Turn
+from examples.telegram_bot.models import (
+    Analysis,
+    Conversation,
+    DecisionState,
+    Intent,
+    Preferences,
+    Turn,
+)
 from examples.telegram_bot.policies import (
     is_llm_failure,
     is_rate_limited,
@@ -39,13 +50,19 @@ from examples.telegram_bot.stages.decision import (
 )
 from examples.telegram_bot.stages.intake import TextIntake
 from examples.telegram_bot.stages.moderation import APOLOGY, WordListModerator
-from examples.telegram_bot.stages.responder import AnswerCache
+from examples.telegram_bot.stages.responder import (
+    AnswerCache,
+    BudgetExhausted,
+    ChainResponder,
+    EmptyAnswer,
+    failed_with_time_left,
+)
 from examples.telegram_bot.stages.sending import split_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from resilient import TimeoutExceeded
+from resilient import BulkheadFullError, CircuitOpenError, TimeoutExceeded
 
 # --- the decision state machine, against a model -------------------------------------
 
@@ -381,6 +398,87 @@ def test_llm_errors_are_classified() -> None:
     assert is_llm_failure(TimeoutExceeded(1.0))
     bad = openai.BadRequestError("bad", response=httpx2.Response(400, request=request), body=None)
     assert not is_llm_failure(bad)
+
+
+def test_the_secondary_model_takes_any_failure_but_a_spent_budget() -> None:
+    """Whatever stopped the primary leaves the secondary its turn, an attempt's own
+    timeout (TimeoutExceeded, a TimeoutError) included; only a spent answer budget
+    does not."""
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    server_error = openai.InternalServerError(
+        "boom", response=httpx2.Response(500, request=request), body=None
+    )
+    bad = openai.BadRequestError("bad", response=httpx2.Response(400, request=request), body=None)
+    for exc in (
+        _rate_limit({}),
+        server_error,
+        bad,
+        openai.APIConnectionError(request=request),
+        openai.APITimeoutError(request=request),
+        TimeoutExceeded(1.0, "llm-primary-attempt"),
+        CircuitOpenError("llm-primary", 30.0),
+        BulkheadFullError("core", "max_wait"),
+        EmptyAnswer("primary answered with no text"),
+    ):
+        assert failed_with_time_left(exc), exc
+    assert not failed_with_time_left(BudgetExhausted("no time left"))
+
+
+class _FakeModel:
+    """Stands in for a ModelClient: ``behaviour`` runs for each request."""
+
+    def __init__(self, model: str, behaviour: Any) -> None:
+        self.model = model
+        self.behaviour = behaviour
+        self.calls = 0
+
+    async def complete(
+        self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float
+    ) -> str:
+        self.calls += 1
+        result: str = await self.behaviour()
+        return result
+
+
+async def _hang() -> str:
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def _attempt_timed_out() -> str:
+    raise TimeoutExceeded(0.5, "llm-primary-attempt")
+
+
+async def _answer() -> str:
+    return "from the secondary"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("primary", "budget", "level", "secondary_calls"),
+    [
+        (_attempt_timed_out, 5.0, "secondary", 1),  # an attempt's timeout: time is left
+        (_hang, 0.2, "apology", 0),  # cut off by the budget: no time for the secondary
+    ],
+    ids=["attempt-timeout", "budget-spent"],
+)
+async def test_chain_asks_the_secondary_only_with_time_left(
+    primary: Any, budget: float, level: str, secondary_calls: int
+) -> None:
+    """A primary whose attempt timed out is followed by the secondary; a primary cut
+    off by the answer budget is not (and the reply comes as the budget ends)."""
+    first, second = _FakeModel("big", primary), _FakeModel("small", _answer)
+    chain = ChainResponder(first, second, AnswerCache(), reserve=0.1)  # type: ignore[arg-type]
+    analysis = Analysis(Intent.CHAT, "tell me a story")
+    start = anyio.current_time()
+    with anyio.fail_after(budget + 1.0):
+        answer = await chain.answer(
+            "tell me a story", analysis, Conversation(), Preferences(), start + budget
+        )
+    assert answer.level == level
+    assert second.calls == secondary_calls
+    assert first.calls == 1  # and no simplified request once the budget is spent
+    assert anyio.current_time() - start < budget
 
 
 def test_telegram_errors_are_classified() -> None:

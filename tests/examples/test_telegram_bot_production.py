@@ -270,9 +270,9 @@ async def test_admin_commands_only_for_admin_ids(sqlite_url: str) -> None:
 async def test_flags_switch_the_secondary_llm_and_fallback_levels_per_chat(
     sqlite_url: str,
 ) -> None:
-    """With the primary rate-limited, the chat allowed the secondary model gets its answer,
-    the others (at 0 %) do not; with the primary down, a chat denied the template level
-    gets the apology instead of the weather template."""
+    """With the primary rate-limited, and again with it down, the chat allowed the
+    secondary model gets its answer, the others (at 0 %) do not; with the primary down,
+    a chat denied the template level gets the apology instead of the weather template."""
     flags = Flags.parse(
         {
             "secondary_llm": {"percentage": 0, "allow": [601]},
@@ -286,11 +286,13 @@ async def test_flags_switch_the_secondary_llm_and_fallback_levels_per_chat(
             allowed = await api.say(601, "how are ferns doing")
             others = await api.say(603, "how are ferns doing")
             llm.set_mode(PRIMARY, Outage())
+            allowed_down = await api.say(601, "what's the weather in Rome?")
             templated = await api.say(603, "what's the weather in Oslo?")
             denied = await api.say(602, "what's the weather in Oslo?")
     assert allowed.startswith(f"[{SECONDARY}]")
     assert not others.startswith(f"[{SECONDARY}]")
-    assert len(llm.for_model(SECONDARY)) == 1
+    assert allowed_down.startswith(f"[{SECONDARY}]")
+    assert len(llm.for_model(SECONDARY)) == 2
     assert templated.startswith("I can't reach the weather service right now")
     assert denied == APOLOGY
 

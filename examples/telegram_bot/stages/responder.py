@@ -4,9 +4,15 @@ Levels, in order (the first that answers wins; each is visible in the logs
 and counted in ``BotStats.levels``):
 
 1. ``primary``: the primary model, through its pipeline (see :mod:`..policies`).
-2. ``secondary``: the secondary model, only when the primary was rate-limited.
+2. ``secondary``: the secondary model, whenever the primary could not answer
+   while time was left (:func:`failed_with_time_left`): it gave up on a 429,
+   failed with a 5xx, no connection or an attempt's timeout, its breaker is
+   open, the ``core`` bulkhead had no room, or it answered with no text. Not
+   when the message's answer budget ran out (:class:`BudgetExhausted`): then
+   no model can answer in time, and the local levels do.
 3. ``simplified``: the primary again with a small request (the same history,
-   few tokens, low temperature), which a struggling provider may still serve.
+   few tokens, low temperature), which a struggling provider may still serve
+   (reached when the secondary could not answer either).
 4. ``cached``: an earlier answer to a similar question: same intent, same
    numbers, same entities, and text similarity >= 0.8 (rapidfuzz). Labelled
    as cached in the reply.
@@ -14,7 +20,10 @@ and counted in ``BotStats.levels``):
 6. ``apology``: a static apology. Cannot fail.
 
 Model levels stop ``fallback_reserve`` seconds before the message's answer
-deadline, so the local levels always get to answer in time.
+deadline, so the local levels always get to answer in time: each model call
+runs under the time left, the secondary's and the simplified request's too
+(their retries and backoffs included), and a call still running at that
+point is cut off and raises :class:`BudgetExhausted`.
 
 Feature flags (:mod:`..flags`) switch levels per chat: ``secondary_llm``,
 ``fallback_simplified``, ``fallback_cached``, ``fallback_template``. A level
@@ -38,7 +47,7 @@ from resilient import FallbackChain, Observer, Strategy, call_context
 
 from ..flags import Flags
 from ..models import Analysis, Answer, Conversation, Intent, Preferences
-from ..policies import ModelPolicies, is_rate_limited
+from ..policies import ModelPolicies
 from .moderation import APOLOGY
 
 __all__ = [
@@ -50,6 +59,7 @@ __all__ = [
     "Request",
     "Responder",
     "TEMPLATES",
+    "failed_with_time_left",
 ]
 
 log = logging.getLogger("examples.telegram_bot.responder")
@@ -73,7 +83,8 @@ TEMPLATES: dict[Intent, str] = {
 
 
 class BudgetExhausted(Exception):
-    """No time is left for another model call: the local fallbacks answer."""
+    """The message's answer budget is spent (before a model call, or during one, which
+    is then cut off): no model can answer in time, the local fallbacks answer."""
 
 
 class LevelOff(Exception):
@@ -82,6 +93,19 @@ class LevelOff(Exception):
 
 class EmptyAnswer(Exception):
     """The model answered with no text."""
+
+
+def failed_with_time_left(exc: Exception) -> bool:
+    """The model failed for a reason of its own, not because the answer budget ran out.
+
+    The secondary model's ``can_handle``: whatever stopped the primary (a 429 given
+    up on, a 5xx, no connection, ``resilient.TimeoutExceeded`` from an attempt's
+    timeout, ``CircuitOpenError``, ``BulkheadFullError``, an empty answer, ...)
+    leaves time for another model, except :class:`BudgetExhausted`, which
+    :meth:`ChainResponder._model` raises when no time is left, before the call
+    or during it.
+    """
+    return not isinstance(exc, BudgetExhausted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +257,7 @@ class ChainResponder:
         self.max_tokens = max_tokens
         self.flags = Flags() if flags is None else flags
         self.chain = FallbackChain(
-            Strategy("secondary", self._secondary, can_handle=is_rate_limited),
+            Strategy("secondary", self._secondary, can_handle=failed_with_time_left),
             Strategy("simplified", self._simplified),
             Strategy("cached", self._cached),
             Strategy("template", self._template),
@@ -279,10 +303,16 @@ class ChainResponder:
         left = request.deadline - anyio.current_time() - self.reserve
         if left <= 0:
             raise BudgetExhausted(f"no time left for {client.model}")
-        with anyio.fail_after(left):  # raises TimeoutError: the chain moves on
+        # The whole call (retries, backoffs, breaker, bulkhead wait) runs under the time
+        # left. Its expiry is BudgetExhausted, not anyio's plain TimeoutError, so that it
+        # cannot be mistaken for an attempt's resilient.TimeoutExceeded (a TimeoutError
+        # too), after which the secondary model still has time to answer.
+        with anyio.move_on_after(left) as budget:
             answer = await client.complete(
                 self._messages(request), max_tokens=max_tokens, temperature=temperature
             )
+        if budget.cancelled_caught:
+            raise BudgetExhausted(f"{client.model} was cut off: the answer budget ran out")
         self.cache.remember(request.analysis, answer)
         return answer
 
