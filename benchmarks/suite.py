@@ -42,7 +42,7 @@ from importlib import metadata
 from typing import Any
 
 from resilient import CircuitBreaker, CountWindow, TimeWindow
-from resilient._policy import SharedContext, _current
+from resilient._policy import SharedContext, get_context, reset_context, set_context
 from resilient._time import now
 
 from . import _harness
@@ -651,13 +651,17 @@ def _frame_clock(fn: Fn) -> Fn:
 
 
 def _frame_clock_context(fn: Fn) -> Fn:
-    """The above plus the call context: a ContextVar get, set and reset (of a prebuilt one)."""
+    """The above plus the call context: a ContextVar get, set and reset (of a prebuilt one).
+
+    Through the variable's methods bound once, as the policies call them: a method
+    call on an imported ``ContextVar`` builds a bound method each time (CPython 3.11).
+    """
     shared = SharedContext(("retry:bench",), 1)
 
     async def wrapped(*args: Any, **kwargs: Any) -> Any:
         token = None
-        if _current.get() is None:
-            token = _current.set(shared)
+        if get_context() is None:
+            token = set_context(shared)
         try:
             start = now()  # noqa: F841
             attempt = 1
@@ -670,7 +674,7 @@ def _frame_clock_context(fn: Fn) -> Fn:
                 attempt += 1
         finally:
             if token is not None:
-                _current.reset(token)
+                reset_context(token)
 
     return wrapped
 
