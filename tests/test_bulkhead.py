@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+import resilient._anyio
 import resilient.bulkhead
 from resilient import (
     Bulkhead,
@@ -411,7 +412,7 @@ def anyio_internals(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 
         fake = types.ModuleType("fake_anyio_backend")  # no _task_states: an AttributeError
         monkeypatch.setitem(__import__("sys").modules, "fake_anyio_backend", fake)
-        monkeypatch.setattr(resilient.bulkhead, "_ANYIO_ASYNCIO", "fake_anyio_backend")
+        monkeypatch.setattr(resilient._anyio, "ANYIO_ASYNCIO", "fake_anyio_backend")
     return str(request.param)
 
 
@@ -652,7 +653,7 @@ def test_plain_asyncio_cancel_of_a_granted_waiter_passes_the_permit_on() -> None
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_cancel_check_after_a_grant_reads_anyio_scopes() -> None:
     """The cheap check sees a cancelled scope, stops at a shield, and is False elsewhere."""
-    pending = resilient.bulkhead._anyio_cancel_pending
+    pending = resilient._anyio.cancel_pending
     loop = asyncio.get_running_loop()
     assert not pending(loop)
     with anyio.CancelScope() as outer:

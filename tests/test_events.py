@@ -191,3 +191,18 @@ def test_observers_that_are_not_a_sequence_are_a_value_error(make: Any, bad: obj
     """A lone observer, None or a number for ``observers=`` is a ValueError naming the argument."""
     with pytest.raises(ValueError, match=r"observers must be a sequence of callables, got "):
         make(bad)
+
+
+def test_an_observer_both_global_and_own_hears_each_event_once() -> None:
+    """Attached with add_observer and through observers= too, an observer is called once."""
+    heard: list[Event] = []
+    observer = heard.append
+    before = Retry("before", observers=[observer])
+    resilient.add_observer(observer)
+    try:
+        after = Retry("after", observers=[observer])
+        for policy in (before, after):
+            policy._emit(RetryScheduled("retry", policy.name, 1, 0.0, None))
+    finally:
+        resilient.remove_observer(observer)
+    assert [e.name for e in heard] == ["before", "after"]

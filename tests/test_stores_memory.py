@@ -169,6 +169,22 @@ async def test_a_stuck_fleet_trial_reopens_after_half_open_max_duration() -> Non
         tg.cancel_scope.cancel()
 
 
+async def test_a_peer_refused_a_trial_still_reopens_a_stuck_fleet() -> None:
+    """A peer whose own call was refused (the fleet's one trial runs elsewhere) keeps
+    watching that trial: with no verdict within half_open_max_duration, it re-opens."""
+    breakers = fleet(2, minimum_calls=1, half_open_max_duration=3.0)
+    await fail(breakers[0])
+    await anyio.sleep(10.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(breakers[0].call, anyio.sleep, 100.0)  # its process dies, say
+        await anyio.sleep(0.5)
+        with pytest.raises(CircuitOpenError):
+            await breakers[1].call(ok)  # half_open_full: the trial is elsewhere
+        await anyio.sleep(3.0)
+        assert breakers[1].state is OPEN  # only this peer looks: it re-opens the fleet
+        tg.cancel_scope.cancel()
+
+
 async def test_manual_switches_are_fleet_wide() -> None:
     """force_open(), disable() and reset() on one breaker apply to every breaker of the name."""
     breakers = fleet()

@@ -221,3 +221,80 @@ def test_seconds_must_be_finite_and_positive(seconds: Any) -> None:
     """``seconds`` must be a finite number > 0; the error names it."""
     with pytest.raises(ValueError, match="seconds"):
         Timeout(seconds)
+
+
+async def test_shielded_code_inside_the_call_is_not_cut_short() -> None:
+    """A shielded anyio scope inside the call runs to its end; the timeout lands after it."""
+    log = []
+
+    async def fn() -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(5.0)
+            log.append("shielded part done")
+        await anyio.sleep(1.0)  # the first wait after the shield: the timeout lands here
+        log.append("not reached")
+
+    start = now()
+    with pytest.raises(TimeoutExceeded):
+        await Timeout(1.0).call(fn)
+    assert log == ["shielded part done"]
+    assert 5.0 <= now() - start <= 5.01
+
+
+async def test_a_shielded_cleanup_after_the_caller_cancelled_runs_to_its_end() -> None:
+    """The caller cancels, the call cleans up in a shield, the timeout falls due meanwhile:
+    the cleanup finishes and the caller's cancellation propagates."""
+    log = []
+
+    async def fn() -> None:
+        try:
+            await anyio.sleep(10.0)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(3.0)
+                log.append("cleanup done")
+
+    with anyio.move_on_after(1.0) as caller:
+        await Timeout(2.0).call(fn)
+    assert caller.cancelled_caught
+    assert log == ["cleanup done"]
+
+
+async def test_a_shield_around_the_timeout_does_not_hold_it_off() -> None:
+    """Shields that enclose the Timeout protect from outer cancellation, not from it."""
+    start = now()
+    with anyio.CancelScope(shield=True), pytest.raises(TimeoutExceeded):
+        await Timeout(1.0).call(anyio.sleep, 10.0)
+    assert now() - start == 1.0
+
+
+class EarlyTimersLoop(VirtualTimeEventLoop):
+    """Runs a timer set more than a millisecond ahead on the whole millisecond before it, as
+    uvloop may (it rounds delays to whole ms); shorter ones on time. Starts off the ms grid."""
+
+    def __init__(self) -> None:
+        super().__init__(start=0.0007)
+
+    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        if when - self.time() > 0.001:
+            when = math.floor(when * 1000) / 1000
+        return super().call_at(when, callback, *args, context=context)
+
+
+def test_a_loop_whose_timers_run_early_never_times_out_early() -> None:
+    """The timeout looks at the clock when its timer runs, and waits out the rest."""
+
+    async def main() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + 1.0
+        with pytest.raises(TimeoutExceeded):
+            await Timeout(1.0).call(asyncio.sleep, 10.0)
+        on_time = loop.time() >= due
+        with anyio.move_on_after(1.0) as caller:  # a tie: the caller wins
+            await Timeout(1.0).call(anyio.sleep, 10.0)
+        return on_time, caller.cancelled_caught
+
+    with asyncio.Runner(loop_factory=EarlyTimersLoop) as runner:
+        on_time, caller_won = runner.run(main())
+    assert on_time
+    assert caller_won

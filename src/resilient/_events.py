@@ -207,9 +207,13 @@ class _Registry:
         # arm policies created after a fault was registered for their name.
         self.on_new_policy: Callable[[Policy], None] | None = None
 
+    def listeners(self, own: tuple[Observer, ...]) -> tuple[Observer, ...]:
+        """A policy's observers, then the global ones it does not have already (each once)."""
+        return own + tuple(o for o in self.observers if o not in own)
+
     def refresh(self) -> None:
         for policy in list(self.policies):
-            policy._listeners = policy._own_observers + self.observers
+            policy._listeners = self.listeners(policy._own_observers)
 
 
 registry = _Registry()
@@ -246,4 +250,4 @@ def _drop(observer: Observer) -> None:
     for policy in list(registry.policies):
         if observer in policy._own_observers:
             policy._own_observers = tuple(o for o in policy._own_observers if o != observer)
-            policy._listeners = policy._own_observers + registry.observers
+            policy._listeners = registry.listeners(policy._own_observers)

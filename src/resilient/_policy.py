@@ -185,7 +185,7 @@ class Policy(abc.ABC):
                     f"{type(self).__name__}: observers must be callables, got {observer!r}"
                 )
         self._own_observers: tuple[Observer, ...] = own
-        self._listeners: tuple[Observer, ...] = own + _events.registry.observers
+        self._listeners: tuple[Observer, ...] = _events.registry.listeners(own)
         self._fault: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]] | None
         self._fault = None
         _events.registry.policies.add(self)

@@ -328,7 +328,7 @@ class _HalfOpen(_State):
     The instance is also the trials' counts (``calls``, ``failed``, ``slow``).
     """
 
-    __slots__ = ("calls", "deadline", "duration", "failed", "slow", "taken")
+    __slots__ = ("adopted", "calls", "deadline", "duration", "failed", "slow", "taken")
     kind = HALF_OPEN
 
     def __init__(self, b: CircuitBreaker, duration: float) -> None:
@@ -338,8 +338,11 @@ class _HalfOpen(_State):
         self.taken = 0  # permits out: trials running or recorded
         self.calls = self.failed = self.slow = 0  # trials recorded
         # When running trials are due to have finished: set by a trial that
-        # starts while none runs, cleared whenever none runs (no trial, no timeout).
+        # starts while none runs, cleared whenever none runs here (no trial, no
+        # timeout) unless the state was adopted from a fleet whose trial runs
+        # elsewhere: that one is watched until a verdict comes.
         self.deadline: float | None = None
+        self.adopted = False
 
     def expire(self, now: float) -> None:
         """Trials do not expire."""
@@ -369,7 +372,7 @@ class _HalfOpen(_State):
         b = self.b
         n = self.calls
         if n < b.half_open_max_calls:
-            if self.taken == n:  # no trial running now: nothing can overrun
+            if self.taken == n and not self.adopted:  # no trial running: nothing can overrun
                 self.deadline = None
             return
         if (
@@ -382,7 +385,7 @@ class _HalfOpen(_State):
 
     def release(self) -> None:
         self.taken -= 1
-        if self.taken == self.calls:  # no trial running now: nothing can overrun
+        if self.taken == self.calls and not self.adopted:  # as in record()
             self.deadline = None
 
 
@@ -674,6 +677,7 @@ class CircuitBreaker(Policy):
             new = half_open = _HalfOpen(self, view.duration)
             # A trial runs somewhere in the fleet: if no verdict comes in time, re-open.
             half_open.deadline = now + self._half_open_max_duration
+            half_open.adopted = True
         elif kind is FORCED_OPEN:
             new = _ForcedOpen(self, old.counts)
         else:

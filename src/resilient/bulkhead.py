@@ -34,13 +34,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar, final
 
 import anyio
 
+from ._anyio import cancel_pending
 from ._events import CallRejected, Observer, PermitAcquired, PermitReleased
 from ._policy import Policy
 from ._time import asyncio_loop, now
@@ -51,41 +51,6 @@ __all__ = ["Bulkhead"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-# anyio's asyncio backend, once something has used it (None before: no scope to cancel).
-_ANYIO_ASYNCIO = "anyio._backends._asyncio"
-
-
-def _anyio_cancel_pending(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether an anyio cancel scope around the current asyncio task has been cancelled.
-
-    What ``anyio.lowlevel.checkpoint_if_cancelled()`` finds out before it
-    yields, read directly: its public path looks the backend up through
-    ``sniffio`` and misses in a dictionary with an exception for every task
-    anyio did not start, about 2 µs on every waited call, most of a long
-    line's cost. This reads anyio's task states (private), so any surprise
-    in their shape answers ``True`` and leaves the decision to anyio's own
-    checkpoint: slower, never wrong.
-    """
-    backend = sys.modules.get(_ANYIO_ASYNCIO)
-    if backend is None:
-        return False
-    try:
-        states = backend._task_states  # a WeakKeyDictionary: task -> anyio's state
-        if not states.data:  # no task has anyio state: no scope anywhere to cancel
-            return False
-        state = states.get(asyncio.current_task(loop))
-        scope = None if state is None else state.cancel_scope
-        while scope is not None:
-            if scope.cancel_called:
-                return True
-            if scope.shield:
-                return False
-            scope = scope._parent_scope
-    except Exception:
-        return True
-    return False
 
 
 @final
@@ -194,7 +159,7 @@ class Bulkhead(Policy):
                 # anyio delivers a scope's cancellation to a task whose future
                 # already has its result only at the next checkpoint: take it
                 # here, so a cancelled waiter never starts its call.
-                if _anyio_cancel_pending(loop):
+                if cancel_pending(loop):
                     await anyio.lowlevel.checkpoint_if_cancelled()
             except BaseException:
                 self._leave_line(waiter)
@@ -252,7 +217,7 @@ class Bulkhead(Policy):
         timer = None if limit is None else loop.call_at(start + limit, self._expire, waiter)
         try:
             granted = await waiter
-            if _anyio_cancel_pending(loop):  # as in call()
+            if cancel_pending(loop):  # as in call()
                 await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             self._leave_line(waiter)

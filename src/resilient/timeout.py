@@ -24,7 +24,7 @@ Two ways to the same behaviour:
 from __future__ import annotations
 
 import sys
-from asyncio import CancelledError, Task, current_task
+from asyncio import AbstractEventLoop, CancelledError, Task, TimerHandle, current_task
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any, ParamSpec, TypeVar, final
@@ -32,6 +32,7 @@ from typing import Any, ParamSpec, TypeVar, final
 import anyio
 import anyio.lowlevel
 
+from ._anyio import innermost_scope, shield_inside
 from ._events import Observer, TimedOut
 from ._policy import Policy, enter_context, label_of, reset_context
 from ._time import asyncio_loop, now
@@ -44,18 +45,38 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+# How often a timeout that is due looks again while a shielded scope inside
+# the call holds it off (anyio would deliver at the shield's exit; nothing
+# tells us when that is).
+_SHIELD_POLL = 0.005
+
+
 class _Expiry:
-    """The loop timer's callback for one call: cancel the task, remember that it did."""
+    """One call's loop timer (``timer``): at the deadline, cancel the task; remember it did."""
 
-    __slots__ = ("fired", "task")
+    __slots__ = ("boundary", "deadline", "fired", "loop", "task", "timer")
 
-    def __init__(self, task: Task[Any]) -> None:
+    def __init__(self, loop: AbstractEventLoop, task: Task[Any], deadline: float) -> None:
+        self.loop = loop
         self.task = task
+        self.deadline = deadline
         self.fired = False
+        # The anyio scopes the call enters from here on are inside this timeout.
+        self.boundary = innermost_scope(task)
+        self.timer: TimerHandle = loop.call_at(deadline, self)
 
     def __call__(self) -> None:
-        self.fired = True
-        self.task.cancel()
+        loop = self.loop
+        if loop.time() < self.deadline:
+            # Early: uvloop runs timers on whole milliseconds. Not due yet.
+            self.timer = loop.call_at(self.deadline, self)
+        elif shield_inside(self.task, self.boundary):
+            # Shielded code inside the call (a cleanup, say) must finish, as
+            # under an anyio scope: cancel once it has left the shield.
+            self.timer = loop.call_at(loop.time() + _SHIELD_POLL, self)
+        else:
+            self.fired = True
+            self.task.cancel()
 
 
 def _scope(loop: object, deadline: float) -> ContextManager[object]:
@@ -110,8 +131,7 @@ class Timeout(Policy):
                 # cancellation that came from outside the scope propagates).
             else:
                 cancelling = task.cancelling()
-                expiry = _Expiry(task)
-                timer = loop.call_at(deadline, expiry)  # type: ignore[union-attr]
+                expiry = _Expiry(loop, task, deadline)  # type: ignore[arg-type]
                 try:
                     return await fn(*args, **kwargs)
                 except CancelledError:
@@ -127,7 +147,7 @@ class Timeout(Policy):
                         # its scope recognises, at this checkpoint.
                         await anyio.lowlevel.checkpoint()
                 finally:
-                    timer.cancel()
+                    expiry.timer.cancel()
                     if expiry.fired:
                         # The call swallowed our cancellation (or turned it
                         # into another error): take the request back all the same.
