@@ -4,8 +4,9 @@ The policies' asyncio fast paths (a bulkhead's waiter, a timeout's loop
 timer) bypass anyio's cancel scopes, yet must honour them: a scope around the
 call that has been cancelled, or a shielded scope inside it. anyio's public
 way to ask goes through a backend lookup costing microseconds, so these read
-its task states (private: a ``WeakKeyDictionary`` from task to state, each
-state's innermost ``cancel_scope``, each scope's ``_parent_scope``). Any
+its task states (private: a ``WeakKeyDictionary`` from task to state, read
+through its ``data`` dict; each state's innermost ``cancel_scope``; each
+scope's ``_parent_scope``). Any
 surprise in that shape gives the answer that leaves anyio's own behaviour in
 charge, as the docstrings say: slower, never wrong.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from typing import Any
+from weakref import ref
 
 __all__ = ["cancel_pending", "innermost_scope", "shield_inside"]
 
@@ -33,10 +35,10 @@ def cancel_pending(loop: asyncio.AbstractEventLoop) -> bool:
     if backend is None:
         return False
     try:
-        states = backend._task_states
-        if not states.data:  # no task has anyio state: no scope anywhere to cancel
+        states = backend._task_states.data  # as in innermost_scope()
+        if not states:  # no task has anyio state: no scope anywhere to cancel
             return False
-        state = states.get(asyncio.current_task(loop))
+        state = states.get(ref(asyncio.current_task(loop)))
         scope = None if state is None else state.cancel_scope
         while scope is not None:
             if scope.cancel_called:
@@ -55,10 +57,12 @@ def innermost_scope(task: asyncio.Task[Any]) -> object | None:
     if backend is None:
         return None
     try:
-        states = backend._task_states
-        if not states.data:
+        # The WeakKeyDictionary's own dict, keyed by weak references: looked up
+        # with one directly, without the dictionary's Python-level get().
+        states = backend._task_states.data
+        if not states:
             return None
-        state = states.get(task)
+        state = states.get(ref(task))
         return None if state is None else state.cancel_scope
     except Exception:
         return None
