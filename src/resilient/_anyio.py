@@ -6,9 +6,8 @@ call that has been cancelled, or a shielded scope inside it. anyio's public
 way to ask goes through a backend lookup costing microseconds, so these read
 its task states (private: a ``WeakKeyDictionary`` from task to state, read
 through its ``data`` dict; each state's innermost ``cancel_scope``; each
-scope's ``_parent_scope``). Any
-surprise in that shape gives the answer that leaves anyio's own behaviour in
-charge, as the docstrings say: slower, never wrong.
+scope's ``_parent_scope``). Any surprise in that shape gives the answer that
+leaves anyio's own behaviour in charge, as the docstrings say.
 """
 
 from __future__ import annotations

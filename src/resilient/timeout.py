@@ -15,8 +15,11 @@ Two ways to the same behaviour:
   goes for an enclosing anyio cancel scope that is cancelled or whose
   deadline has come: the timeout steps aside for one checkpoint, where anyio
   delivers its own cancellation. Cancel scopes inside the call see a plain
-  native cancellation, which they never swallow. This costs less than
-  ``asyncio.timeout`` (and about half of an anyio ``CancelScope``).
+  native cancellation, which they never swallow; a shielded one holds it off
+  until the call has left it, as it would an anyio scope's. The timer checks
+  the clock when it runs (uvloop runs timers on whole milliseconds, early).
+  This costs less than ``asyncio.timeout`` (and about a third of an anyio
+  ``CancelScope``).
 - On trio, a trio ``CancelScope`` with the deadline (what an anyio scope
   is there, without anyio's wrapper); anywhere else, an anyio one.
 """
