@@ -263,6 +263,7 @@ async def open_bot(
             AnswerCache(),
             history_turns=settings.history_turns,
             reserve=t.fallback_reserve,
+            primary_budget=t.primary_budget,
             observers=(stats, metrics.observer),
             flags=settings.flags,
         )

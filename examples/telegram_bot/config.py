@@ -79,11 +79,17 @@ class Timings:
     (30 s, the contract). Answer generation gets ``answer_budget`` of it and
     model calls stop ``fallback_reserve`` before that, so the local fallbacks
     (cache, template, apology) always have time; the rest is for sending.
+    The primary model may use ``primary_budget`` of the answer budget, so that
+    a primary that hangs leaves the secondary time for a full attempt.
     """
 
     reply_deadline: float = 30.0
     answer_budget: float = 22.0
     fallback_reserve: float = 1.0
+    # The primary model's share of answer_budget: a primary that hangs (three 10 s
+    # attempts) would take it all and leave the secondary nothing. 11 s leaves the
+    # secondary one full llm_attempt_timeout: 11 + 10 + fallback_reserve 1 = 22.
+    primary_budget: float = 11.0
     # LLM calls: the original design's two retry policies and its breaker.
     llm_attempt_timeout: float = 10.0
     llm_client_timeout: float = 12.0  # openai's own, above ours: our Timeout fires first

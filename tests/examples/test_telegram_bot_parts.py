@@ -55,6 +55,7 @@ from examples.telegram_bot.stages.responder import (
     BudgetExhausted,
     ChainResponder,
     EmptyAnswer,
+    ShareExhausted,
     failed_with_time_left,
 )
 from examples.telegram_bot.stages.sending import split_message
@@ -419,6 +420,7 @@ def test_the_secondary_model_takes_any_failure_but_a_spent_budget() -> None:
         CircuitOpenError("llm-primary", 30.0),
         BulkheadFullError("core", "max_wait"),
         EmptyAnswer("primary answered with no text"),
+        ShareExhausted("the primary was cut off after its share"),
     ):
         assert failed_with_time_left(exc), exc
     assert not failed_with_time_left(BudgetExhausted("no time left"))
@@ -455,20 +457,29 @@ async def _answer() -> str:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("primary", "budget", "level", "secondary_calls"),
+    ("primary", "budget", "share", "level", "secondary_calls"),
     [
-        (_attempt_timed_out, 5.0, "secondary", 1),  # an attempt's timeout: time is left
-        (_hang, 0.2, "apology", 0),  # cut off by the budget: no time for the secondary
+        (_attempt_timed_out, 5.0, None, "secondary", 1),  # an attempt's timeout: time is left
+        (_hang, 0.2, None, "apology", 0),  # cut off by the budget: no time for the secondary
+        (_hang, 0.2, 0.5, "apology", 0),  # a share beyond the time left: the budget cuts
+        (_hang, 1.0, 0.2, "secondary", 1),  # cut off by its share: time is left
     ],
-    ids=["attempt-timeout", "budget-spent"],
+    ids=["attempt-timeout", "budget-spent", "share-beyond-budget", "share-spent"],
 )
 async def test_chain_asks_the_secondary_only_with_time_left(
-    primary: Any, budget: float, level: str, secondary_calls: int
+    primary: Any, budget: float, share: float | None, level: str, secondary_calls: int
 ) -> None:
-    """A primary whose attempt timed out is followed by the secondary; a primary cut
+    """A primary whose attempt timed out, or that was cut off at the end of its share
+    of the budget (``primary_budget``), is followed by the secondary; a primary cut
     off by the answer budget is not (and the reply comes as the budget ends)."""
     first, second = _FakeModel("big", primary), _FakeModel("small", _answer)
-    chain = ChainResponder(first, second, AnswerCache(), reserve=0.1)  # type: ignore[arg-type]
+    chain = ChainResponder(
+        first,  # type: ignore[arg-type]
+        second,  # type: ignore[arg-type]
+        AnswerCache(),
+        reserve=0.1,
+        primary_budget=share,
+    )
     analysis = Analysis(Intent.CHAT, "tell me a story")
     start = anyio.current_time()
     with anyio.fail_after(budget + 1.0):
@@ -479,6 +490,8 @@ async def test_chain_asks_the_secondary_only_with_time_left(
     assert second.calls == secondary_calls
     assert first.calls == 1  # and no simplified request once the budget is spent
     assert anyio.current_time() - start < budget
+    if share is not None and share < budget:  # the secondary asked at the end of the share
+        assert anyio.current_time() - start >= share
 
 
 def test_telegram_errors_are_classified() -> None:

@@ -3,13 +3,15 @@
 Levels, in order (the first that answers wins; each is visible in the logs
 and counted in ``BotStats.levels``):
 
-1. ``primary``: the primary model, through its pipeline (see :mod:`..policies`).
+1. ``primary``: the primary model, through its pipeline (see :mod:`..policies`),
+   for at most its share of the answer budget (``primary_budget``).
 2. ``secondary``: the secondary model, whenever the primary could not answer
    while time was left (:func:`failed_with_time_left`): it gave up on a 429,
    failed with a 5xx, no connection or an attempt's timeout, its breaker is
-   open, the ``core`` bulkhead had no room, or it answered with no text. Not
-   when the message's answer budget ran out (:class:`BudgetExhausted`): then
-   no model can answer in time, and the local levels do.
+   open, the ``core`` bulkhead had no room, it answered with no text, or it
+   was cut off at the end of its share (:class:`ShareExhausted`). Not when
+   the message's answer budget ran out (:class:`BudgetExhausted`): then no
+   model can answer in time, and the local levels do.
 3. ``simplified``: the primary again with a small request (the same history,
    few tokens, low temperature), which a struggling provider may still serve
    (reached when the secondary could not answer either).
@@ -23,7 +25,12 @@ Model levels stop ``fallback_reserve`` seconds before the message's answer
 deadline, so the local levels always get to answer in time: each model call
 runs under the time left, the secondary's and the simplified request's too
 (their retries and backoffs included), and a call still running at that
-point is cut off and raises :class:`BudgetExhausted`.
+point is cut off and raises :class:`BudgetExhausted`. The primary level also
+stops after ``primary_budget`` seconds (production: 11 of the 21 the models
+have), and raises :class:`ShareExhausted` if that cut it off: a primary that
+hangs would otherwise spend the whole budget on its attempts' timeouts, and
+the secondary, healthy or not, would never be asked. The rest (about 10 s,
+one attempt) is the secondary's, and the simplified request's after it.
 
 Feature flags (:mod:`..flags`) switch levels per chat: ``secondary_llm``,
 ``fallback_simplified``, ``fallback_cached``, ``fallback_template``. A level
@@ -58,6 +65,7 @@ __all__ = [
     "ModelClient",
     "Request",
     "Responder",
+    "ShareExhausted",
     "TEMPLATES",
     "failed_with_time_left",
 ]
@@ -87,6 +95,11 @@ class BudgetExhausted(Exception):
     is then cut off): no model can answer in time, the local fallbacks answer."""
 
 
+class ShareExhausted(Exception):
+    """The primary level's share of the answer budget is spent and its call was cut
+    off; unlike :class:`BudgetExhausted`, the message still has time for the secondary."""
+
+
 class LevelOff(Exception):
     """A feature flag switched this fallback level off for the chat."""
 
@@ -100,8 +113,9 @@ def failed_with_time_left(exc: Exception) -> bool:
 
     The secondary model's ``can_handle``: whatever stopped the primary (a 429 given
     up on, a 5xx, no connection, ``resilient.TimeoutExceeded`` from an attempt's
-    timeout, ``CircuitOpenError``, ``BulkheadFullError``, an empty answer, ...)
-    leaves time for another model, except :class:`BudgetExhausted`, which
+    timeout, ``CircuitOpenError``, ``BulkheadFullError``, an empty answer, its
+    share of the budget spent (:class:`ShareExhausted`), ...) leaves time for
+    another model, except :class:`BudgetExhausted`, which
     :meth:`ChainResponder._model` raises when no time is left, before the call
     or during it.
     """
@@ -234,6 +248,8 @@ class ChainResponder:
 
     ``history_turns``: earlier messages sent with each request (default 10);
     ``reserve``: seconds before ``deadline`` when model calls stop;
+    ``primary_budget``: seconds the primary level may take at most (default
+    ``None``: all the time left), the rest being left for the secondary;
     ``flags``: the feature flags (default: every level on for every chat).
     """
 
@@ -245,6 +261,7 @@ class ChainResponder:
         *,
         history_turns: int = 10,
         reserve: float = 1.0,
+        primary_budget: float | None = None,
         max_tokens: int = 600,
         observers: Sequence[Observer] = (),
         flags: Flags | None = None,
@@ -254,6 +271,7 @@ class ChainResponder:
         self.cache = cache
         self.history_turns = history_turns
         self.reserve = reserve
+        self.primary_budget = primary_budget
         self.max_tokens = max_tokens
         self.flags = Flags() if flags is None else flags
         self.chain = FallbackChain(
@@ -298,27 +316,40 @@ class ChainResponder:
         ]
 
     async def _model(
-        self, client: ModelClient, request: Request, *, max_tokens: int, temperature: float
+        self,
+        client: ModelClient,
+        request: Request,
+        *,
+        max_tokens: int,
+        temperature: float,
+        share: float | None = None,
     ) -> str:
         left = request.deadline - anyio.current_time() - self.reserve
         if left <= 0:
             raise BudgetExhausted(f"no time left for {client.model}")
+        # A level with a share of the budget (the primary) stops at the end of it, if
+        # that comes first: a cut there is the level's failure, with time left.
+        limit = left if share is None else min(share, left)
         # The whole call (retries, backoffs, breaker, bulkhead wait) runs under the time
         # left. Its expiry is BudgetExhausted, not anyio's plain TimeoutError, so that it
         # cannot be mistaken for an attempt's resilient.TimeoutExceeded (a TimeoutError
         # too), after which the secondary model still has time to answer.
-        with anyio.move_on_after(left) as budget:
+        with anyio.move_on_after(limit) as budget:
             answer = await client.complete(
                 self._messages(request), max_tokens=max_tokens, temperature=temperature
             )
         if budget.cancelled_caught:
+            if limit < left:
+                raise ShareExhausted(f"{client.model} was cut off after its {limit:g} s share")
             raise BudgetExhausted(f"{client.model} was cut off: the answer budget ran out")
         self.cache.remember(request.analysis, answer)
         return answer
 
     async def _primary(self, request: Request) -> str:
         tokens = self.max_tokens // 3 if request.preferences.style == "short" else self.max_tokens
-        return await self._model(self.primary, request, max_tokens=tokens, temperature=0.7)
+        return await self._model(
+            self.primary, request, max_tokens=tokens, temperature=0.7, share=self.primary_budget
+        )
 
     def _check(self, flag: str, request: Request) -> None:
         # Read only when the chain reaches the level: the primary path pays nothing.
