@@ -325,6 +325,20 @@ async def test_retry_after_extractor_and_cap() -> None:
     assert "max_retry_after" in info.value.__notes__[0]
 
 
+async def test_a_give_up_on_the_first_attempt_says_attempt_in_the_singular() -> None:
+    """The note counts one attempt as "1 attempt", whatever made the retry give up."""
+
+    class Limited(Exception):
+        retry_after = 120.0
+
+    async def fn() -> None:
+        raise Limited
+
+    with pytest.raises(Limited) as info:
+        await Retry("hint", max_retry_after=60.0).call(fn)
+    assert "after 1 attempt:" in info.value.__notes__[0]
+
+
 @given(
     deadline=st.floats(0.5, 100),
     delay=st.floats(0, 30),

@@ -11,6 +11,7 @@ replicas share all three; with SQLite everything stays in the process.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -117,7 +118,10 @@ class BotApp:
             self.spawner.group = tg
             try:
                 for host, port, names, routes in self._servers():
-                    bound = await tg.start(serve, host, port, routes)
+                    grace = s.timings.stop_grace
+                    bound = await tg.start(
+                        functools.partial(serve, shutdown_timeout=grace), host, port, routes
+                    )
                     for name in names:
                         self.ports[name] = bound
                     log.info("serving %s on %s:%d", " and ".join(names), host, bound)

@@ -132,6 +132,28 @@ class Timings:
     # holder extends it every third of it, however long it works).
     chat_lock_ttl: float = 10.0
     chat_lock_wait: float = 30.0  # a replica waits this long for another to finish a chat
+    # Stopping: webhook requests still being handled get this long to finish, then
+    # are cut off (Telegram delivers those updates again), so that a stop fits in a
+    # container's grace period (Kubernetes: 30 s) whatever a dependency does.
+    stop_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        # The budget split only works when its parts fit: say which rule is broken.
+        broken = []
+        if not self.answer_budget < self.reply_deadline:
+            broken.append(
+                f"answer_budget ({self.answer_budget!r}) must be < reply_deadline "
+                f"({self.reply_deadline!r}): the rest of the deadline is for sending"
+            )
+        needed = self.primary_budget + self.llm_attempt_timeout + self.fallback_reserve
+        if needed > self.answer_budget * (1 + 1e-9):  # (scaled values round)
+            broken.append(
+                f"primary_budget + llm_attempt_timeout + fallback_reserve ({needed!r}) "
+                f"must be <= answer_budget ({self.answer_budget!r}): the secondary "
+                "model's attempt must fit after the primary's share"
+            )
+        if broken:
+            raise ValueError("Timings: " + "; ".join(broken))
 
     def scaled(self, factor: float, **overrides: float) -> Timings:
         """Every duration times ``factor`` (the demo and tests use < 1), then ``overrides``.

@@ -22,17 +22,21 @@ async def serve(
     routes: Sequence[web.RouteDef],
     *,
     client_max_size: int = 1024**2,
+    shutdown_timeout: float = 5.0,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``routes`` on ``host:port`` until cancelled; report the bound port when
     listening (``port=0`` takes a free one). ``client_max_size``: largest request
-    body in bytes (default 1 MiB; an update is a few KiB)."""
+    body in bytes (default 1 MiB; an update is a few KiB). ``shutdown_timeout``:
+    seconds requests still being handled get to finish when the server stops;
+    then they are cut off (a webhook update cut off is delivered again by
+    Telegram), so a stop never waits on a hung dependency."""
     app = web.Application(client_max_size=client_max_size)
     app.add_routes(routes)
     # No handler_cancellation: when Telegram hangs up on a slow webhook call,
     # the update is still handled to the end (its redelivery is then a duplicate,
     # found in the outbox) rather than cut off halfway.
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -432,15 +432,16 @@ class Retry(Policy):
         """Note on the error (if any) why this retry gives up, and announce it."""
         elapsed = now() - start
         if exc is not None:
+            attempts = f"{attempt} attempt{'s' if attempt != 1 else ''}"
             if why == "deadline":
-                reason = f"at its deadline of {self.deadline}s after {attempt} attempts"
+                reason = f"at its deadline of {self.deadline}s after {attempts}"
             elif why == "retry_after":
                 reason = (
-                    f"after {attempt} attempts: the retry hint exceeds "
+                    f"after {attempts}: the retry hint exceeds "
                     f"max_retry_after={self.max_retry_after}s"
                 )
             else:
-                reason = f"after {attempt} attempt{'s' if attempt != 1 else ''}"
+                reason = f"after {attempts}"
             exc.add_note(
                 f"resilient: Retry({self.name!r}) gave up {reason}, {elapsed:.3f}s elapsed"
             )

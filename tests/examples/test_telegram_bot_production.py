@@ -21,7 +21,7 @@ from bot_helpers import (
     make_settings,
     running,
 )
-from examples.telegram_bot.config import ConfigError, Limits, Settings
+from examples.telegram_bot.config import ConfigError, Limits, Settings, Timings
 from examples.telegram_bot.emulators import Outage, RateLimited, ServerError
 from examples.telegram_bot.flags import FLAGS, Flag, Flags, rollout_bucket
 from examples.telegram_bot.handler import RATE_LIMITED_TEXT, TOO_LONG_TEXT
@@ -113,7 +113,7 @@ def test_settings_from_file_and_environment(tmp_path: Path) -> None:
         "admin_ids = [7, 8]\n"
         'chat_rate_limit = "5/10"\n'
         "[flags.secondary_llm]\npercentage = 25\ndeny = [99]\n"
-        "[timings]\nreply_deadline = 20\n"
+        "[timings]\nllm_attempt_timeout = 8\n"
     )
     s = Settings.from_env(
         {"BOT_CONFIG": str(path), "BOT_TOKEN": "1:from-env", "ADMIN_IDS": "9, 10"}
@@ -121,7 +121,7 @@ def test_settings_from_file_and_environment(tmp_path: Path) -> None:
     assert (s.bot_token, s.mode, s.webhook_secret) == ("1:from-env", "webhook", "s3cret-from-file")
     assert s.limits == Limits(rate_messages=5, rate_window=10.0, admin_ids=frozenset({9, 10}))
     assert s.flags.flags["secondary_llm"] == Flag(percentage=25.0, deny=frozenset({99}))
-    assert s.timings.reply_deadline == 20.0
+    assert s.timings.llm_attempt_timeout == 8.0
 
 
 def test_default_limits_keep_every_message_for_the_llm() -> None:
@@ -349,3 +349,14 @@ def test_every_flag_is_documented() -> None:
     page = (ROOT / "docs" / "bot-production.md").read_text()
     rows = {line.split("`")[1] for line in page.splitlines() if line.startswith("| `")}
     assert set(FLAGS) <= rows
+
+
+def test_timings_that_break_the_budget_split_are_refused_naming_the_rule() -> None:
+    """The answer budget must leave time to send; the primary's share must leave the
+    secondary a full attempt. Scaled timings (the demo's, the tests') keep both."""
+    with pytest.raises(ValueError, match=r"answer_budget \(22.0\) must be < reply_deadline"):
+        Timings(reply_deadline=20.0)
+    with pytest.raises(ValueError, match=r"\(26.0\) must be <= answer_budget \(22.0\)"):
+        Timings(primary_budget=15.0)
+    for factor in (0.01, 0.05, 0.1, 0.3):
+        Timings().scaled(factor)

@@ -3,12 +3,22 @@ Telegram's redelivery after a failure is answered once, getUpdates is refused me
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
-from bot_helpers import WEBHOOK_SECRET, emulators, replica, webhook_settings
-from examples.telegram_bot.emulators import ServerError
+from bot_helpers import (
+    FAST,
+    PRIMARY,
+    SECONDARY,
+    WEBHOOK_SECRET,
+    emulators,
+    replica,
+    webhook_settings,
+)
+from examples.telegram_bot.emulators import Latency, ServerError
 from examples.telegram_bot.webhook import SECRET_HEADER
 
 pytestmark = pytest.mark.asyncio
@@ -74,3 +84,22 @@ async def test_reply_not_sent_is_redelivered_by_telegram_and_answered_once(
     assert app.stats.messages_in == 1  # decided once; each redelivery sends the recorded reply
     assert app.stats.redelivered == len(statuses) - 1
     assert conflict["error_code"] == 409
+
+
+async def test_a_stop_cuts_in_flight_requests_off_after_the_grace(sqlite_url: str) -> None:
+    """Stopping the bot (SIGTERM cancels it) gives a webhook request still being handled
+    ``stop_grace`` to finish, then cuts it off: the stop never waits on a hung LLM, and
+    the update, unanswered, stays Telegram's to deliver again."""
+    timings = dataclasses.replace(FAST, stop_grace=0.1)
+    async with emulators() as (api, llm):
+        llm.set_mode(PRIMARY, Latency(60.0))
+        llm.set_mode(SECONDARY, Latency(60.0))
+        settings = webhook_settings(api, llm, sqlite_url, timings=timings)
+        async with replica(settings) as (app, url):
+            api.balance([url])
+            msg = api.user_says(93, "tell me about ferns")
+            await api.wait_until(lambda: app.stats.messages_in == 1)
+            stopping = anyio.current_time()
+        took = anyio.current_time() - stopping
+    assert took < timings.answer_budget / 2  # not the handler's own end (the answer budget)
+    assert api.replies_to(msg.message_id, 93) == []
