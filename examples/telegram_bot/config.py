@@ -260,58 +260,62 @@ class Settings:
     flags: Flags = field(default_factory=Flags)
 
     def __post_init__(self) -> None:
+        # Every broken rule is reported, not just the first: one start shows them all.
+        problems: list[str] = []
         if not self.bot_token:
-            raise ValueError(f"Settings: bot_token must be set (BOT_TOKEN), got {self.bot_token!r}")
-        if not _TOKEN.fullmatch(self.bot_token):
+            problems.append(f"Settings: bot_token must be set (BOT_TOKEN), got {self.bot_token!r}")
+        elif not _TOKEN.fullmatch(self.bot_token):
             # Never the value: this message may end up in a log.
-            raise ValueError(
+            problems.append(
                 "Settings: bot_token (BOT_TOKEN) must look like <digits>:<letters, digits, _ or ->,"
                 f" got {len(self.bot_token)} characters that do not (value not shown)"
             )
         if not self.state_store_url.startswith(("sqlite:///", "redis://", "rediss://")):
-            raise ValueError(
+            problems.append(
                 "Settings: state_store_url must start with sqlite:///, redis:// or rediss://, "
                 f"got {self.state_store_url!r}"
             )
         if self.history_turns < 10:  # the contract: >= 5 turns, a turn being a user and a bot text
-            raise ValueError(f"Settings: history_turns must be >= 10, got {self.history_turns!r}")
+            problems.append(f"Settings: history_turns must be >= 10, got {self.history_turns!r}")
         if self.history_kept < self.history_turns:
-            raise ValueError(
+            problems.append(
                 f"Settings: history_kept must be >= history_turns, got {self.history_kept!r}"
             )
         if self.mode not in ("polling", "webhook"):
-            raise ValueError(f"Settings: mode must be 'polling' or 'webhook', got {self.mode!r}")
+            problems.append(f"Settings: mode must be 'polling' or 'webhook', got {self.mode!r}")
         if self.mode == "webhook" and not self.webhook_secret:
-            raise ValueError(
+            problems.append(
                 "Settings: webhook_secret must be set in webhook mode (WEBHOOK_SECRET): "
                 "without it anyone who finds the address can post updates"
             )
         if self.webhook_secret and not _SECRET.fullmatch(self.webhook_secret):
-            raise ValueError(
+            problems.append(
                 "Settings: webhook_secret (WEBHOOK_SECRET) must be 1 to 256 of A-Z, a-z, 0-9, "
                 f"_ and -, got {len(self.webhook_secret)} characters that are not (value not shown)"
             )
         if self.webhook_url is not None and not self.webhook_url.startswith(
             ("https://", "http://")
         ):
-            raise ValueError(
+            problems.append(
                 f"Settings: webhook_url must be an http(s) URL, got {self.webhook_url!r}"
             )
         if not self.webhook_path.startswith("/"):
-            raise ValueError(
+            problems.append(
                 f"Settings: webhook_path must start with '/', got {self.webhook_path!r}"
             )
         for name in ("webhook_port", "metrics_port"):
             port = getattr(self, name)
             if port is not None and (_not_int(port) or not 0 <= port <= 65535):
-                raise ValueError(f"Settings: {name} must be a port number 0..65535, got {port!r}")
+                problems.append(f"Settings: {name} must be a port number 0..65535, got {port!r}")
         if not 1 <= self.webhook_max_connections <= 100:  # Telegram's range
-            raise ValueError(
+            problems.append(
                 "Settings: webhook_max_connections must be 1..100, "
                 f"got {self.webhook_max_connections!r}"
             )
         if not self.replica_id:
-            raise ValueError(f"Settings: replica_id must not be empty, got {self.replica_id!r}")
+            problems.append(f"Settings: replica_id must not be empty, got {self.replica_id!r}")
+        if problems:
+            raise ConfigError(problems)
 
     def secrets(self) -> list[str]:
         """What must never be logged: the token, the webhook secret, the LLM key and
@@ -365,6 +369,8 @@ class Settings:
             if limits:
                 kwargs["limits"] = Limits(**limits)
             return cls(bot_token=kwargs.pop("bot_token", ""), **kwargs)
+        except ConfigError:
+            raise
         except ValueError as exc:
             raise ConfigError([str(exc)]) from None
 

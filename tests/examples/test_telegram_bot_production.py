@@ -160,6 +160,15 @@ def test_every_configuration_problem_is_reported_at_once_without_secrets() -> No
     assert "a b!" not in str(caught_secret.value)
     with pytest.raises(ValueError, match="webhook_secret must be set in webhook mode"):
         Settings.from_env({"BOT_TOKEN": "1:a", "BOT_MODE": "webhook"})
+    # Rules across values are reported together too, not just the first broken one.
+    with pytest.raises(ConfigError) as caught_rules:
+        Settings.from_env(
+            {"BOT_TOKEN": "1:a", "BOT_MODE": "webhook", "WEBHOOK_MAX_CONNECTIONS": "101"}
+        )
+    rules = caught_rules.value.problems
+    assert len(rules) == 2
+    assert "webhook_secret must be set" in rules[0]
+    assert "webhook_max_connections must be 1..100, got 101" in rules[1]
 
 
 def test_settings_repr_shows_no_secret() -> None:
