@@ -23,6 +23,20 @@ __all__ = ["cancel_pending", "innermost_scope", "shield_inside"]
 ANYIO_ASYNCIO = "anyio._backends._asyncio"
 
 
+def _scope_of(task: asyncio.Task[Any] | None) -> Any:
+    """The task's innermost anyio cancel scope, ``None`` if it has none; raises on a surprise."""
+    backend = sys.modules.get(ANYIO_ASYNCIO)
+    if backend is None:
+        return None
+    # The WeakKeyDictionary's own dict, keyed by weak references: looked up with
+    # one directly, without the dictionary's Python-level get().
+    states = backend._task_states.data
+    if not states:  # no task has anyio state: no scope anywhere
+        return None
+    state = states.get(ref(task))
+    return None if state is None else state.cancel_scope
+
+
 def cancel_pending(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether an anyio cancel scope around the current task has been cancelled.
 
@@ -30,15 +44,8 @@ def cancel_pending(loop: asyncio.AbstractEventLoop) -> bool:
     yields (its public path costs about 2 µs for a task anyio did not start).
     A surprise answers ``True``: the caller then takes anyio's own checkpoint.
     """
-    backend = sys.modules.get(ANYIO_ASYNCIO)
-    if backend is None:
-        return False
     try:
-        states = backend._task_states.data  # as in innermost_scope()
-        if not states:  # no task has anyio state: no scope anywhere to cancel
-            return False
-        state = states.get(ref(asyncio.current_task(loop)))
-        scope = None if state is None else state.cancel_scope
+        scope = _scope_of(asyncio.current_task(loop))
         while scope is not None:
             if scope.cancel_called:
                 return True
@@ -52,17 +59,8 @@ def cancel_pending(loop: asyncio.AbstractEventLoop) -> bool:
 
 def innermost_scope(task: asyncio.Task[Any]) -> object | None:
     """The task's innermost anyio cancel scope now; ``None`` if it has none (or on a surprise)."""
-    backend = sys.modules.get(ANYIO_ASYNCIO)
-    if backend is None:
-        return None
     try:
-        # The WeakKeyDictionary's own dict, keyed by weak references: looked up
-        # with one directly, without the dictionary's Python-level get().
-        states = backend._task_states.data
-        if not states:
-            return None
-        state = states.get(ref(task))
-        return None if state is None else state.cancel_scope
+        return _scope_of(task)  # type: ignore[no-any-return]
     except Exception:
         return None
 

@@ -372,8 +372,7 @@ class _HalfOpen(_State):
         b = self.b
         n = self.calls
         if n < b.half_open_max_calls:
-            if self.taken == n and not self.adopted:  # no trial running: nothing can overrun
-                self.deadline = None
+            self._stop_clock_if_idle()
             return
         if (
             self.failed / n >= b.failure_rate_threshold
@@ -385,7 +384,11 @@ class _HalfOpen(_State):
 
     def release(self) -> None:
         self.taken -= 1
-        if self.taken == self.calls and not self.adopted:  # as in record()
+        self._stop_clock_if_idle()
+
+    def _stop_clock_if_idle(self) -> None:
+        """No trial running here, none watched elsewhere: nothing can overrun, no timeout."""
+        if self.taken == self.calls and not self.adopted:
             self.deadline = None
 
 
