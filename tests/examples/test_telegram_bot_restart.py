@@ -116,14 +116,16 @@ async def test_chat_locked_by_a_dead_process_is_answered_within_the_reply_deadli
         t = settings.timings
         client = redis.asyncio.Redis.from_url(REDIS_URL)
         try:
-            # What a dead holder leaves: its token, with a full TTL (its last extension).
-            await client.set(
-                f"{redis_prefix}lock:chat:33",
-                "dead-replica:token",
-                px=round(t.chat_lock_ttl * 1000),
-            )
             async with running(settings, store_prefix=redis_prefix):
+                # What a dead holder leaves: its token, with a full TTL (its last
+                # extension). Set once the bot runs, so the time it takes to start
+                # cannot use up the lock before the message arrives.
                 started = anyio.current_time()
+                await client.set(
+                    f"{redis_prefix}lock:chat:33",
+                    "dead-replica:token",
+                    px=round(t.chat_lock_ttl * 1000),
+                )
                 reply = await api.say(33, "tell me about moss", timeout=t.reply_deadline)
                 took = anyio.current_time() - started
         finally:
