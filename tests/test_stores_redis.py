@@ -324,8 +324,8 @@ def test_redis_stopped_mid_test_degrades_and_recovers(
 
 
 def test_keys_carry_the_prefix_a_hash_tag_and_ttls(prefix: str) -> None:
-    """Each breaker has two keys, <prefix>:{<name>}:state and :windows, both with a TTL;
-    the store's one background task ends with its block."""
+    """A breaker that ran no trials has two keys, <prefix>:{<name>}:state and :windows,
+    both with a TTL; the store's one background task ends with its block."""
 
     async def main() -> None:
         c = client()
@@ -372,6 +372,104 @@ def test_a_silent_member_stops_counting(prefix: str) -> None:
     asyncio.run(main())
 
 
+def test_a_round_sent_again_after_a_lost_reply_counts_nothing_twice(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis ran a round whose reply never arrived (it came after ``timeout``): the round is
+    sent again, and the one trial it reports is still one of two (no early verdict)."""
+    from resilient.stores import redis as store_module
+
+    async def slow() -> str:
+        await asyncio.sleep(30.0)
+        return "ok"
+
+    async def main() -> None:
+        c1, c2, admin = client(), client(), client()
+        # No background rounds in between (a long interval): this test sends each round.
+        opts: dict[str, Any] = {"sync_interval": 60.0, "member_ttl": 120.0}
+        s1, s2 = RedisStore(c1, prefix=prefix, **opts), RedisStore(c2, prefix=prefix, **opts)
+        breaker: dict[str, Any] = {
+            "minimum_calls": 1,
+            "open_duration": 0.05,
+            "half_open_max_calls": 2,
+            "half_open_max_duration": 60.0,
+        }
+        b1 = CircuitBreaker("dep", store=s1, **breaker)
+        b2 = CircuitBreaker("dep", store=s2, **breaker)
+        state = f"{prefix}:{{dep}}:state"
+        async with s1, s2:
+            with pytest.raises(Boom):
+                await b1.call(boom)
+            await s1.sync()
+            await s2.sync()
+            await asyncio.sleep(0.1)  # the open period ends
+            running = asyncio.create_task(b2.call(slow))  # one trial permit, held
+            assert await _until(lambda: b2.metrics.calls == 0 and not running.done())
+            assert await b1.call(ok) == "ok"  # the other trial, done
+            answer = store_module._RedisLink.answer
+            dropped: list[Any] = []
+
+            def lose_once(self: Any, token: Any, reply: Any, now: float) -> None:
+                if not dropped:
+                    dropped.append(reply)  # Redis ran it; the reply is lost
+                    return
+                answer(self, token, reply, now)
+
+            monkeypatch.setattr(store_module._RedisLink, "answer", lose_once)
+            await s1.sync()
+            await s1.sync()  # the same report again
+            await s1.sync()
+            fields = await admin.hgetall(state)
+            assert dropped
+            assert (fields[b"state"], fields[b"tc"], fields[b"taken"]) == (b"half_open", b"1", b"2")
+            assert not running.done()
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            await s2.sync()  # its permit returned: another trial may run
+            fields = await admin.hgetall(state)
+            assert (fields[b"state"], fields[b"taken"]) == (b"half_open", b"1")
+        for c in (c1, c2, admin):
+            await c.aclose()
+
+    asyncio.run(main())
+
+
+def test_each_round_is_one_round_trip(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round sends one pipeline and nothing else (no SCRIPT EXISTS before it); a server
+    that forgot the script (SCRIPT FLUSH) gets it again, and the store stays reachable."""
+    from redis.asyncio.connection import Connection
+
+    sends: list[int] = []
+    send = Connection.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sends.append(1)
+        await send(self, command, check_health)
+
+    async def main() -> None:
+        c, admin = client(), client()
+        store = RedisStore(c, prefix=prefix, sync_interval=60.0)
+        breakers = [CircuitBreaker(f"dep-{i}", store=store) for i in range(3)]
+        async with store:
+            for breaker in breakers:
+                await breaker.call(ok)
+            await store.sync()
+            monkeypatch.setattr(Connection, "send_packed_command", counted)
+            for _ in range(5):
+                assert await store.sync()
+            assert len(sends) == 5
+            await admin.script_flush()
+            sends.clear()
+            assert await store.sync()  # NOSCRIPT, SCRIPT LOAD, the round again
+            assert len(sends) == 3
+            assert not breakers[0].metrics.store_degraded
+        await c.aclose()
+        await admin.aclose()
+
+    asyncio.run(main())
+
+
 def test_not_running_store_works_locally_on_trio() -> None:
     """On trio a RedisStore cannot start (clear error); its breakers run on local state."""
     store = RedisStore(client(), prefix="never-used")
@@ -401,6 +499,10 @@ def test_not_running_store_works_locally_on_trio() -> None:
         ({"timeout": -1}, "timeout .* got -1"),
         ({"ttl": float("inf")}, "ttl"),
         ({"member_ttl": 0}, "member_ttl .* got 0"),
+        # renewed by every round: they must outlive the gap between rounds
+        ({"ttl": 0.01}, r"ttl must be longer than sync_interval \(0.05\) .* got 0.01"),
+        ({"ttl": 0.0005, "sync_interval": 0.0001}, r"ttl .* at least 0.001 s, got 0.0005"),
+        ({"member_ttl": 0.05}, r"member_ttl must be longer than sync_interval .* got 0.05"),
     ],
 )
 def test_bad_configuration_raises_value_error(kwargs: dict[str, Any], match: str) -> None:
@@ -413,3 +515,8 @@ def test_client_must_be_a_redis_client() -> None:
     """Something that is not a redis.asyncio client is refused at construction."""
     with pytest.raises(ValueError, match=r"client must be a redis\.asyncio\.Redis, got 42"):
         RedisStore(42)  # type: ignore[arg-type]
+    sync = redis.Redis()  # the same methods, but its pipeline cannot be awaited
+    wanted = r"client must be a redis\.asyncio\.Redis, got a redis\.client\.Redis \(redis-py's sync"
+    with pytest.raises(ValueError, match=wanted):
+        RedisStore(sync)  # type: ignore[arg-type]
+    sync.close()

@@ -16,9 +16,14 @@ How it talks to Redis (the user guide, ``docs/stores.md``, has the why):
 - Keys, all of one breaker behind one Redis Cluster hash tag
   (``{name}``), with TTLs: ``<prefix>:{<name>}:state`` (a hash: generation,
   state, open deadline in Redis server milliseconds, open duration, trial
-  permits and counts) and ``<prefix>:{<name>}:windows`` (a hash: one field per
-  member, ``gen:calls:failed:slow:seen_ms``; members not seen for
+  permits and counts), ``<prefix>:{<name>}:trials`` (a hash: one field per
+  member that ran trials, ``gen:calls:failed:slow:released``, its totals for
+  that generation's trials) and ``<prefix>:{<name>}:windows`` (a hash: one
+  field per member, ``gen:calls:failed:slow:seen_ms``; members not seen for
   ``member_ttl`` are dropped).
+- Every report is idempotent: a member sends its totals, never increments,
+  so a round that Redis ran but whose reply was lost (it came after
+  ``timeout``) and that is sent again counts nothing twice.
 - Redis faults (errors, or no answer within ``timeout``) never reach a caller:
   the store is *degraded* (logged once), every breaker works on its local
   state, local transitions wait to be published, and the first round that
@@ -63,7 +68,7 @@ HALF_OPEN = CircuitState.HALF_OPEN
 # rising even after Redis lost its data (a breaker never mistakes a new
 # state for one it has seen).
 _READ_STATE = """
-local S = KEYS[1]
+local S, T = KEYS[1], KEYS[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local s = redis.call('HMGET', S, 'gen', 'state', 'until', 'duration', 'taken', 'tc', 'tf', 'ts')
@@ -80,6 +85,7 @@ local function move(new_state, new_till, new_duration)
   if new_duration then duration = new_duration end
   taken, tc, tf, ts = 0, 0, 0, 0
   dirty = true
+  redis.call('DEL', T)  -- the members' trial totals were for the old generation
 end
 """
 
@@ -93,23 +99,41 @@ local remaining = 0
 if state == 'open' then remaining = math.max(0, till - now) end
 """
 
-# KEYS: state, windows. ARGV: ttl_ms, member, member_gen, calls, failed, slow,
-# member_ttl_ms, pub_state ('' for none), pub_remaining_ms, pub_duration,
-# pub_manual, trial_gen, trial_calls, trial_failed, trial_slow, released,
-# half_open_max_calls, failure_threshold, slow_threshold, multiplier, cap (<0: none).
+# KEYS: state, trials, windows. ARGV: ttl_ms, member, member_gen, calls, failed,
+# slow, member_ttl_ms, pub_state ('' for none), pub_remaining_ms, pub_duration,
+# pub_manual, trial_gen, trial_calls, trial_failed, trial_slow, released (the
+# member's totals for the trials of trial_gen), half_open_max_calls,
+# failure_threshold, slow_threshold, multiplier, cap (<0: none).
 # Returns: gen, state, remaining_ms, duration, others' calls, failed, slow,
 # and the generation this member follows now.
 _SYNC = (
     _READ_STATE
     + """
-local W = KEYS[2]
+local W = KEYS[3]
 local me, mine = ARGV[2], tonumber(ARGV[3])
 if mine == 0 and state == 'closed' then mine = gen end
--- this member's trial outcomes and returned permits, if still current
+-- this member's trial outcomes and returned permits, if still current: its totals
+-- for this generation's trials, of which only what is new since the totals last
+-- recorded here counts (a round sent again after a lost reply adds nothing)
 if tonumber(ARGV[12]) == gen and state == 'half_open' then
-  taken = math.max(0, taken - tonumber(ARGV[16]))
-  tc, tf, ts = tc + tonumber(ARGV[13]), tf + tonumber(ARGV[14]), ts + tonumber(ARGV[15])
-  dirty = true
+  local c, f, sl, r = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+  local pc, pf, ps, pr = 0, 0, 0, 0
+  local seen = redis.call('HGET', T, me)
+  if seen then
+    local g, a, b, d, e = string.match(seen, '^(%d+):(%d+):(%d+):(%d+):(%d+)$')
+    if g and tonumber(g) == gen then
+      pc, pf, ps, pr = tonumber(a), tonumber(b), tonumber(d), tonumber(e)
+    end
+  end
+  -- totals only grow; an older round arriving late brings nothing new
+  c, f, sl, r = math.max(c, pc), math.max(f, pf), math.max(sl, ps), math.max(r, pr)
+  if c > pc or r > pr then
+    redis.call('HSET', T, me, string.format('%d:%d:%d:%d:%d', gen, c, f, sl, r))
+    redis.call('PEXPIRE', T, ARGV[1])
+    taken = math.max(0, taken - (r - pr))
+    tc, tf, ts = tc + (c - pc), tf + (f - pf), ts + (sl - ps)
+    dirty = true
+  end
   if tc > 0 and tc >= tonumber(ARGV[17]) then
     if tf / tc >= tonumber(ARGV[18]) or ts / tc >= tonumber(ARGV[19]) then
       local d = tonumber(duration) * tonumber(ARGV[20])
@@ -158,7 +182,7 @@ return {gen, state, remaining, tostring(duration), oc, of, os, mine}
 """
 )
 
-# KEYS: state. ARGV: ttl_ms, member_gen, half_open_max_calls.
+# KEYS: state, trials. ARGV: ttl_ms, member_gen, half_open_max_calls.
 # Returns: gen, state, remaining_ms, duration, granted (0/1).
 _ACQUIRE = (
     _READ_STATE
@@ -202,6 +226,8 @@ class RedisStore:
     - ``member_ttl=None``: seconds after which a silent member's totals stop
       counting; ``None``: ``max(2.0, 40 * sync_interval)``.
 
+    Both TTLs must be longer than ``sync_interval`` (rounds renew them).
+
     Run it with ``async with store:`` (or ``await store.start()`` and
     ``await store.aclose()``) on asyncio: that owns the one background task,
     which never outlives the block. Breakers can be built (and attached)
@@ -219,8 +245,21 @@ class RedisStore:
         member_ttl: float | None = None,
     ) -> None:
         owner = "RedisStore"
-        if client is None or not hasattr(client, "register_script"):
-            raise ValueError(f"{owner}: client must be a redis.asyncio.Redis, got {client!r}")
+        try:
+            from redis.asyncio import Redis, RedisCluster
+        except ImportError as exc:  # pragma: no cover - the extra is missing
+            raise ImportError(
+                "RedisStore needs redis-py: pip install 'resilient-policies[redis]'"
+            ) from exc
+        if not isinstance(client, Redis | RedisCluster):
+            got = repr(client)
+            kind = type(client)
+            if len(got) > 80:  # a client's repr lists its whole connection pool
+                got = f"a {kind.__module__}.{kind.__qualname__}"
+            if kind.__module__.startswith("redis.") and kind.__name__.endswith("Redis"):
+                # The sync client has the same methods, but its pipeline cannot be awaited.
+                got += " (redis-py's sync client)"
+            raise ValueError(f"{owner}: client must be a redis.asyncio.Redis, got {got}")
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(
                 f"{owner}: prefix must be a non-empty str without braces, got {prefix!r}"
@@ -235,7 +274,16 @@ class RedisStore:
             if member_ttl is None
             else check_seconds(owner, "member_ttl", member_ttl)
         )
+        # Both are renewed by every round: shorter than the gap between rounds,
+        # keys (or members) would vanish between them and the fleet share nothing.
+        for option, value in (("ttl", self.ttl), ("member_ttl", self.member_ttl)):
+            if value <= self.sync_interval or value < 0.001:
+                raise ValueError(
+                    f"{owner}: {option} must be longer than sync_interval "
+                    f"({self.sync_interval!r}) and at least 0.001 s, got {value!r}"
+                )
         self._sync_script = client.register_script(_SYNC)
+        self._sync_sha: str = self._sync_script.sha
         self._acquire_script = client.register_script(_ACQUIRE)
         self._member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._links: weakref.WeakSet[_RedisLink] = weakref.WeakSet()
@@ -321,13 +369,8 @@ class RedisStore:
         now = _now()
         sent = [link.request(now) for link in links]
         try:
-            async with (
-                asyncio.timeout(self.timeout),
-                self.client.pipeline(transaction=False) as pipe,  # reset even if cancelled
-            ):
-                for keys, args, _ in sent:
-                    await self._sync_script(keys=keys, args=args, client=pipe)
-                replies = await pipe.execute(raise_on_error=False)
+            async with asyncio.timeout(self.timeout):
+                replies = await self._send(sent)
         except Exception as exc:  # any Redis fault: fail-static, never the caller's error
             self._fault(exc)
             return False
@@ -342,6 +385,27 @@ class RedisStore:
         for link in links:  # the others' totals may have tipped the fleet over a threshold
             link.resync(now)
         return True
+
+    async def _send(self, sent: list[tuple[list[str], list[Any], Any]]) -> list[Any]:
+        """One pipeline of script calls, one round trip (the script loaded first if Redis lacks it).
+
+        Not through the registered script inside the pipeline: redis-py then
+        asks ``SCRIPT EXISTS`` before every pipeline, a second round trip.
+        Redis answers ``NOSCRIPT`` without running anything when it does not
+        know the script (a new or restarted server): then it is loaded and the
+        round sent again (reports are totals, so sending one again is safe).
+        """
+        from redis.exceptions import NoScriptError
+
+        for _ in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:  # reset if cancelled
+                for keys, args, _token in sent:
+                    pipe.evalsha(self._sync_sha, len(keys), *keys, *args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(reply, NoScriptError) for reply in replies):
+                break
+            self._sync_sha = await self.client.script_load(_SYNC)
+        return replies
 
     def _fault(self, exc: BaseException) -> None:
         self._reachable = False
@@ -373,7 +437,7 @@ class RedisStore:
 
     def _keys(self, name: str) -> list[str]:
         tagged = f"{self.prefix}:{{{name}}}"
-        return [f"{tagged}:state", f"{tagged}:windows"]
+        return [f"{tagged}:state", f"{tagged}:trials", f"{tagged}:windows"]
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
@@ -430,8 +494,11 @@ class _RedisLink:
         self.others = (0, 0, 0)
         # (state, until, duration, manual) to publish, or None
         self.pending: tuple[CircuitState, float, float, bool] | None = None
+        # This member's trials in the fleet's HALF_OPEN generation trial_gen, as
+        # totals (calls, failed, slow, permits released): every round reports
+        # them whole, and Redis counts what is new since it last saw them.
         self.trial_gen = 0
-        self.trial = [0, 0, 0, 0]  # outcomes to report: calls, failed, slow, released
+        self.trial = [0, 0, 0, 0]
 
     def alive(self) -> bool:
         return self._breaker() is not None
@@ -484,7 +551,7 @@ class _RedisLink:
             kind, until, duration, manual = pending
             remaining = max(0, round((until - now) * 1000)) if kind is OPEN else 0
             pub = [kind.value, remaining, repr(duration), int(manual)]
-        trial = tuple(self.trial)
+        trial = self.trial
         cap = b.open_duration_max
         store = self.store
         args = [
@@ -504,18 +571,15 @@ class _RedisLink:
             repr(b.open_duration_multiplier),
             -1 if cap is None else repr(cap),
         ]
-        return self.keys, args, (pending, trial)
+        return self.keys, args, pending
 
     def answer(self, token: Any, reply: Any, now: float) -> None:
         """Take a round's reply (an error reply counts as no answer for this breaker)."""
         if isinstance(reply, Exception):
             self.store._fault(reply)
             return
-        pending, trial = token
-        if self.pending is pending:
+        if self.pending is token:
             self.pending = None  # published, or the fleet's newer state won
-        for i, sent in enumerate(trial):
-            self.trial[i] -= sent
         self._take(_view(reply, now))
         self.others = (int(reply[4]), int(reply[5]), int(reply[6]))
         self.gen = max(self.gen, int(reply[7]))
@@ -557,7 +621,7 @@ class _RedisLink:
     async def _ask(self, args: list[Any]) -> Any:
         try:
             async with asyncio.timeout(self.store.timeout):
-                return await self.store._acquire_script(keys=self.keys[:1], args=args)
+                return await self.store._acquire_script(keys=self.keys[:2], args=args)
         except Exception as exc:
             self.store._fault(exc)
             return None
@@ -565,7 +629,11 @@ class _RedisLink:
     def _granted(self, reply: Any) -> bool:
         self._take(_view(reply, _now()))
         if int(reply[4]):
-            self.gen = self.trial_gen = int(reply[0])
+            gen = int(reply[0])
+            if gen != self.trial_gen:  # the fleet's trials of a new HALF_OPEN period
+                self.trial_gen = gen
+                self.trial = [0, 0, 0, 0]
+            self.gen = gen
             return True
         return False
 
