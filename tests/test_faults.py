@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
 import types
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +29,7 @@ from resilient import (
 )
 from resilient._events import registry
 from resilient._time import now
-from resilient.testing.faults import EventLog, Faults
+from resilient.testing.faults import EventLog, Faults, UnmatchedFaultWarning
 
 pytestmark = pytest.mark.anyio
 
@@ -178,8 +181,32 @@ async def test_default_seeds_replay_random_faults() -> None:
 
 def test_injectors_are_not_live_policies(faults: Faults) -> None:
     """The registry's own injectors stay out of the live-policy set (and out of snapshots)."""
+    target = quick_retry("x")
     fault = faults.inject("x", error=ConnectionError)
     assert fault not in registry.policies
+    assert target in registry.policies
+
+
+def test_a_target_no_policy_answered_to_warns_at_close() -> None:
+    """A misspelt target (or a wrong kind) never fails by itself: closing the registry
+    warns, naming it; a target a policy answered to, before or after, does not."""
+    early = quick_retry("early")
+    faults = Faults()
+    faults.open()
+    faults.inject("eraly", error=ConnectionError)
+    faults.spy("breaker:early")  # the kind is circuit_breaker, and it is a retry
+    faults.inject("retry:early", error=ConnectionError)
+    faults.latency("late", seconds=1.0)
+    late = quick_retry("late")
+    with pytest.warns(UnmatchedFaultWarning) as caught:
+        faults.close()
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert "no policy named 'breaker:early'" in messages[0]
+    assert "'kind:name' (kinds: circuit_breaker, bulkhead, retry," in messages[0]
+    assert "no policy named 'eraly'" in messages[1]
+    assert early.name == "early"
+    assert late.name == "late"
 
 
 def test_one_open_registry_and_registering_needs_it_open() -> None:
@@ -230,8 +257,21 @@ def fake_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
         async def build(cls) -> str:
             return cls.__name__
 
+    class SyncCallable:
+        def __call__(self, x: int) -> str:
+            return f"sync {x}"
+
+    class AsyncCallable:
+        async def __call__(self, x: int) -> str:
+            return f"called {x}"
+
     module.fetch = fetch  # type: ignore[attr-defined]
     module.sync_fetch = sync_fetch  # type: ignore[attr-defined]
+    module.builtin = math.sqrt  # type: ignore[attr-defined]
+    module.sync_partial = functools.partial(sync_fetch, 1)  # type: ignore[attr-defined]
+    module.sync_callable = SyncCallable()  # type: ignore[attr-defined]
+    module.async_partial = functools.partial(fetch, 7)  # type: ignore[attr-defined]
+    module.async_callable = AsyncCallable()  # type: ignore[attr-defined]
     module.Client = Client  # type: ignore[attr-defined]
     module.client = Client()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_service", module)
@@ -276,7 +316,12 @@ def test_patch_errors(fake_module: Any, faults: Faults) -> None:
         ("fetch", "must be a dotted path"),
         ("fake_service.nothing", "has no attribute 'nothing'"),
         ("no_such_module_xyz.fn", "cannot import 'no_such_module_xyz'"),
-        ("fake_service.sync_fetch", "is not an async function"),
+        ("fake_service.sync_fetch", "is not an async callable"),
+        # sync callables that are not plain functions: their callers would get coroutines
+        ("fake_service.builtin", "is not an async callable .* got <built-in function sqrt>"),
+        ("fake_service.sync_partial", "is not an async callable .* got functools.partial"),
+        ("fake_service.sync_callable", "is not an async callable"),
+        ("fake_service.Client", "is not an async callable"),
     ]
     for path, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -284,6 +329,22 @@ def test_patch_errors(fake_module: Any, faults: Faults) -> None:
     with pytest.raises(ValueError, match="cannot be built from a message"):
         faults.patch("fake_service.fetch", error=UnicodeDecodeError)
     assert fake_module.fetch.__name__ == "fetch"
+    with pytest.raises(ValueError) as refused:
+        faults.patch("no_such_module_xyz.fn", error=ConnectionError)
+    assert refused.value.__cause__ is None
+    assert refused.value.__suppress_context__
+    assert fake_module.builtin is math.sqrt
+
+
+async def test_patch_takes_async_callables_that_are_not_functions(fake_module: Any) -> None:
+    """A partial of an async function and an object with an async ``__call__`` are patched."""
+    with Faults() as faults:
+        faults.patch("fake_service.async_partial", value="canned")
+        faults.patch("fake_service.async_callable", value="canned")
+        assert await fake_module.async_partial() == "canned"
+        assert await fake_module.async_callable(1) == "canned"
+    assert await fake_module.async_partial() == "fetched 7"
+    assert await fake_module.async_callable(1) == "called 1"
 
 
 async def test_event_log_selects_and_counts() -> None:
@@ -333,7 +394,8 @@ def test_armed_exactly_the_matching_policies(steps: list[tuple[str, str, str]]) 
     """Whatever the order of building and targeting, a policy is armed iff a target matches it."""
     built: list[Policy] = []
     targets: set[str] = set()
-    with Faults() as faults:
+    with warnings.catch_warnings(), Faults() as faults:
+        warnings.simplefilter("ignore", UnmatchedFaultWarning)  # targets nothing matches
         for step, a, b in steps:
             if step == "build":
                 built.append(_build(a, b))

@@ -194,6 +194,14 @@ async def test_a_missed_expectation_fails(faults):
 @pytest.mark.faults("db", seconds=1.0, error=ValueError)
 async def test_a_bad_marker_is_an_error():
     pass
+
+@pytest.mark.faults("db", eror=ValueError)
+async def test_a_misspelt_marker_option_is_named():
+    pass
+
+@pytest.mark.faults("service.lookup", patch="yes", error=ValueError)
+async def test_a_marker_patch_must_be_true_or_false():
+    pass
 """
 
 SERVICE = """
@@ -209,9 +217,11 @@ def test_faults_fixture_marker_and_events(pytester: pytest.Pytester, mode: str) 
         pytester, mode, {"service.py": SERVICE, "test_faults_user.py": FAULT_TESTS}
     )
     runs = MODES[mode].runs
-    result.assert_outcomes(passed=8 * runs, failed=runs, errors=runs)
+    result.assert_outcomes(passed=8 * runs, failed=runs, errors=3 * runs)
     result.stdout.fnmatch_lines(["*DID NOT RAISE*ConnectionError*"])
     result.stdout.fnmatch_lines(["*exactly one of error=, seconds= or value=*"])
+    result.stdout.fnmatch_lines(["*faults('db'): unknown option 'eror' (options: calls, *"])
+    result.stdout.fnmatch_lines(["*patch must be True or False, got 'yes'*"])
 
 
 MISUSE_TESTS = """

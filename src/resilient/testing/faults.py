@@ -21,11 +21,13 @@ Outside pytest::
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import inspect
 import pkgutil
 import types
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypedDict, TypeVar, Unpack, final, overload
@@ -34,7 +36,7 @@ from .._events import Event, add_observer, registry, remove_observer
 from .._policy import Policy
 from ..chaos import CallSelection, ErrorSpec, InjectFault, InjectLatency, InjectResult, Switch
 
-__all__ = ["EventLog", "Faults", "Schedule"]
+__all__ = ["EventLog", "Faults", "Schedule", "UnmatchedFaultWarning"]
 
 E = TypeVar("E", bound=Event)
 AsyncFn = Callable[..., Awaitable[Any]]
@@ -60,11 +62,12 @@ Injector = InjectFault | InjectLatency | InjectResult
 class _Target:
     """The faults registered for one target, in order, and the calls through them."""
 
-    __slots__ = ("calls", "faults")
+    __slots__ = ("calls", "faults", "matched")
 
     def __init__(self) -> None:
         self.faults: list[Injector] = []
         self.calls = 0
+        self.matched = False  # a policy (or the patched function) answered to it
 
     async def _through(self, fn: AsyncFn, /, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
@@ -75,6 +78,34 @@ class _Target:
         for fault in reversed(self.faults):
             chain = functools.partial(fault.call, chain)
         return functools.partial(self._through, chain)
+
+
+class UnmatchedFaultWarning(UserWarning):
+    """A fault was registered for a target that no policy answered to while it was active."""
+
+
+# The kinds a 'kind:name' target may name, for the message about an unmatched one.
+_KINDS = (
+    "circuit_breaker",
+    "bulkhead",
+    "retry",
+    "timeout",
+    "fallback",
+    "fallback_chain",
+    "pipeline",
+)
+
+
+def _is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` gives an awaitable, as far as can be told without calling it."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn) or asyncio.iscoroutinefunction(fn):  # AsyncMock too
+        return True
+    if isinstance(fn, type) or inspect.isroutine(fn):  # a class, a sync function or builtin
+        return False
+    # an instance of a class whose __call__ is async
+    return inspect.iscoroutinefunction(inspect.getattr_static(type(fn), "__call__", None))
 
 
 def _matches(policy: Policy, target: str) -> bool:
@@ -128,7 +159,11 @@ class Faults:
         self._open = True
 
     def close(self) -> None:
-        """Disarm every policy and undo every patch. Counts stay readable."""
+        """Disarm every policy and undo every patch. Counts stay readable.
+
+        Warns (:class:`UnmatchedFaultWarning`) for each target that no policy
+        answered to while the registry was open: likely a misspelt name.
+        """
         global _active
         if not self._open:
             return
@@ -142,6 +177,17 @@ class Faults:
         if registry.on_new_policy == self._on_new_policy:
             registry.on_new_policy = self._previous_hook
         _active = None
+        # A target is matched by name when a policy appears, so a misspelt
+        # one can never fail: say so when nothing ever answered to it.
+        for target, entry in self._targets.items():
+            if not entry.matched:
+                warnings.warn(
+                    f"faults: no policy named {target!r} existed while the faults were "
+                    f"active; a target is a policy's name or 'kind:name' (kinds: "
+                    f"{', '.join(_KINDS)})",
+                    UnmatchedFaultWarning,
+                    stacklevel=2,
+                )
 
     def __enter__(self) -> Faults:
         self.open()
@@ -276,6 +322,7 @@ class Faults:
     def _arm_matching(self, target: str) -> None:
         for policy in list(registry.policies):
             if _matches(policy, target):
+                self._targets[target].matched = True
                 self._arm(policy)
 
     def _arm(self, policy: Policy) -> None:
@@ -295,7 +342,10 @@ class Faults:
             self._previous_hook(policy)
         if self._making:
             return
-        if any(_matches(policy, target) for target in self._targets):
+        matching = [entry for target, entry in self._targets.items() if _matches(policy, target)]
+        if matching:
+            for entry in matching:
+                entry.matched = True
             self._arm(policy)
 
     def _install_patch(self, path: str) -> None:
@@ -310,7 +360,7 @@ class Faults:
         except (ImportError, AttributeError, ValueError) as exc:
             raise ValueError(
                 f"faults.patch: cannot import {parent_path!r} for {path!r}: {exc}"
-            ) from exc
+            ) from None
         try:
             if isinstance(parent, type | types.ModuleType):
                 raw = inspect.getattr_static(parent, attr)
@@ -322,9 +372,14 @@ class Faults:
         original = raw.__func__ if descriptor is not None else raw
         if not callable(original):
             raise ValueError(f"faults.patch: {path!r} is not callable, got {original!r}")
-        if inspect.isfunction(original) and not inspect.iscoroutinefunction(original):
-            raise ValueError(f"faults.patch: {path!r} is not an async function")
+        if not _is_async_callable(original):
+            # Its sync callers would get a coroutine back instead of a value.
+            raise ValueError(
+                f"faults.patch: {path!r} is not an async callable (a coroutine function), "
+                f"got {original!r}"
+            )
         entry = self._targets.setdefault(path, _Target())
+        entry.matched = True
 
         @functools.wraps(original)
         async def patched(*args: Any, **kwargs: Any) -> Any:

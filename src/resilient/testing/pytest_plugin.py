@@ -34,12 +34,13 @@ from typing import Any
 import pytest
 
 from ._clock import VirtualClock, VirtualTimeEventLoop, current_clock, virtual_backend_options
-from .faults import EventLog, Faults
+from .faults import EventLog, Faults, Schedule
 
 __all__ = ["faults", "resilient_clock", "resilient_events"]
 
 _CLOCK = "resilient_clock"
 _MARKER_KINDS = ("error", "seconds", "value")
+_MARKER_OPTIONS = {*_MARKER_KINDS, "patch", *Schedule.__annotations__}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -214,7 +215,17 @@ def _apply_marker(registry: Faults, mark: pytest.Mark) -> None:
         )
     (target,) = mark.args
     options = dict(mark.kwargs)
+    unknown = sorted(set(options) - _MARKER_OPTIONS)
+    if unknown:  # a misspelt kind would otherwise read as "no kind given"
+        raise ValueError(
+            f"@pytest.mark.faults({target!r}): unknown option {unknown[0]!r} "
+            f"(options: {', '.join(sorted(_MARKER_OPTIONS))})"
+        )
     patch = options.pop("patch", False)
+    if not isinstance(patch, bool):
+        raise ValueError(
+            f"@pytest.mark.faults({target!r}): patch must be True or False, got {patch!r}"
+        )
     kinds = [k for k in _MARKER_KINDS if k in options]
     if len(kinds) != 1:
         raise ValueError(
