@@ -435,6 +435,50 @@ def test_a_round_sent_again_after_a_lost_reply_counts_nothing_twice(
     asyncio.run(main())
 
 
+def test_rounds_never_overlap_so_the_newest_totals_stay(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync()`` called while a round is in flight waits for it, then sends its own: an
+    older round can neither land in Redis nor be taken after a newer one."""
+    gate = asyncio.Event()
+    send = RedisStore._send
+    hold: list[RedisStore] = []  # the store whose next round is held
+    held: list[bool] = []
+
+    async def first_held(self: RedisStore, sent: Any) -> list[Any]:
+        if self in hold and not held:
+            held.append(True)
+            await gate.wait()  # built before b2's calls; sent and answered after them
+        return await send(self, sent)
+
+    monkeypatch.setattr(RedisStore, "_send", first_held)
+
+    async def main() -> None:
+        c1, c2 = client(), client()
+        s1 = RedisStore(c1, prefix=prefix, sync_interval=60.0)
+        s2 = RedisStore(c2, prefix=prefix, sync_interval=60.0)
+        b1 = CircuitBreaker("dep", store=s1, minimum_calls=100)
+        b2 = CircuitBreaker("dep", store=s2, minimum_calls=100)
+        async with s1, s2:
+            hold.append(s1)
+            older = asyncio.create_task(s1.sync())
+            assert await _until(lambda: bool(held))
+            await b2.call(ok)
+            await b2.call(ok)
+            await s2.sync()
+            newer = asyncio.create_task(s1.sync())
+            await asyncio.sleep(0.05)
+            assert not newer.done()  # waits for the round in flight
+            gate.set()
+            assert await older
+            assert await newer
+            assert b1.metrics.calls == 2  # the newer round's totals, not the older one's 0
+        await c1.aclose()
+        await c2.aclose()
+
+    asyncio.run(main())
+
+
 def test_each_round_is_one_round_trip(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A round sends one pipeline and nothing else (no SCRIPT EXISTS before it); a server
     that forgot the script (SCRIPT FLUSH) gets it again, and the store stays reachable."""

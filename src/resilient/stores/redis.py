@@ -291,6 +291,11 @@ class RedisStore:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._reachable = False  # the last round succeeded
+        # One round at a time: a round's request (a member's window totals) is
+        # built when it starts, so overlapping rounds (sync() beside the
+        # background one) could land in Redis, or be answered, in either order,
+        # and an older round's totals overwrite a newer one's.
+        self._one_round = asyncio.Lock()
         self._warned = False  # an outage (or not running) has been logged
 
     # -- lifecycle ------------------------------------------------------------------
@@ -359,10 +364,17 @@ class RedisStore:
     # -- one round ------------------------------------------------------------------
 
     async def sync(self) -> bool:
-        """One round with Redis now (for every live breaker); whether Redis answered."""
+        """One round with Redis now (for every live breaker); whether Redis answered.
+
+        A round in flight is let finish first: this one starts after it.
+        """
         return await self._round()
 
     async def _round(self, final: bool = False) -> bool:
+        async with self._one_round:
+            return await self._round_alone(final)
+
+    async def _round_alone(self, final: bool) -> bool:
         links = [link for link in self._links if link.alive()]
         if not links:
             return self._reachable
