@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -282,3 +283,60 @@ def test_bad_configuration(build: Any, match: str) -> None:
     """Invalid fallback configuration raises ValueError naming what is wrong."""
     with pytest.raises(ValueError, match=match):
         build()
+
+
+async def _raise_at_one() -> str:
+    await anyio.sleep(1.0)
+    raise ConnectionError
+
+
+async def _cleanup_raises_when_cancelled() -> str:
+    try:
+        await anyio.sleep(5.0)
+    finally:
+        raise ConnectionError("cleanup failed while being cancelled")
+    return "never"
+
+
+async def _handler_runs_seeing_a_cancel_as_the_call_fails(kind: str) -> list[bool]:
+    """One run: for each handler run, whether the caller's scope was already cancelled."""
+    ran: list[bool] = []
+    scope = anyio.CancelScope()
+
+    def handler(*_: object) -> str:
+        ran.append(scope.cancel_called)
+        return "fb"
+
+    policy: Any = Fallback(handler) if kind == "fallback" else FallbackChain(Strategy("s", handler))
+
+    async def canceller() -> None:
+        await anyio.sleep(1.0)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(canceller)
+        await anyio.lowlevel.checkpoint()  # the canceller's timer is due first at t=1
+        with scope:
+            await policy.call(_raise_at_one)
+    return ran
+
+
+@pytest.mark.parametrize("kind", ["fallback", "chain"])
+async def test_a_caller_cancelled_in_the_same_instant_gets_no_fallback(kind: str) -> None:
+    """The call fails at t=1 and another task cancels the caller at t=1, first: no handler
+    or strategy runs and the caller's cancellation is not lost (cancellation wins)."""
+    for _ in range(10):  # trio orders tasks woken together at random: several runs
+        ran = await _handler_runs_seeing_a_cancel_as_the_call_fails(kind)
+        assert True not in ran, ran
+
+
+@pytest.mark.parametrize("kind", ["fallback", "chain"])
+async def test_an_error_raised_while_being_cancelled_gets_no_fallback(kind: str) -> None:
+    """The caller is cancelled and the call's cleanup raises an ordinary error in place of
+    the cancellation: the caller's cancellation still wins, nothing falls back."""
+    policy: Any = (
+        Fallback(lambda exc: "fb") if kind == "fallback" else FallbackChain(Strategy("s", str))
+    )
+    with anyio.move_on_after(1.0) as scope:
+        await policy.call(_cleanup_raises_when_cancelled)
+    assert scope.cancelled_caught

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -502,3 +503,37 @@ async def test_methods_can_be_decorated() -> None:
     c = Client()
     assert await c.get("k") == "k"
     assert c.calls == 2
+
+
+async def _attempts_seeing_a_cancel_as_the_backoff_ends() -> list[bool]:
+    """One run: for each attempt, whether the caller's scope was already cancelled."""
+    scope = anyio.CancelScope()
+    seen: list[bool] = []
+    retry = Retry("r", attempts=3, backoff=Backoff.constant(1.0))
+
+    async def fn() -> None:
+        seen.append(scope.cancel_called)
+        if len(seen) == 1:
+            raise ConnectionError
+        await anyio.sleep(1.0)
+
+    async def canceller() -> None:
+        await anyio.sleep(1.0)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(canceller)
+        await anyio.lowlevel.checkpoint()  # the canceller's timer is due first at t=1
+        with scope:
+            await retry.call(fn)
+    assert scope.cancelled_caught
+    return seen
+
+
+async def test_a_cancel_in_the_instant_the_backoff_ends_starts_no_attempt() -> None:
+    """Another task cancels the caller's scope at the very instant the backoff sleep ends,
+    before the retrying task resumes: no further attempt starts (cancellation is never
+    retried). On asyncio anyio would deliver it only at the attempt's first await."""
+    for _ in range(10):  # trio orders tasks woken together at random: several runs
+        seen = await _attempts_seeing_a_cancel_as_the_backoff_ends()
+        assert True not in seen, seen

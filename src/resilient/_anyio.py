@@ -17,7 +17,11 @@ import sys
 from typing import Any
 from weakref import ref
 
-__all__ = ["cancel_pending", "innermost_scope", "shield_inside"]
+import anyio.lowlevel
+
+from ._time import asyncio_loop
+
+__all__ = ["cancel_pending", "deliver_pending_cancel", "innermost_scope", "shield_inside"]
 
 # anyio's asyncio backend, once something has used it (None before: no scope anywhere).
 ANYIO_ASYNCIO = "anyio._backends._asyncio"
@@ -81,3 +85,19 @@ def shield_inside(task: asyncio.Task[Any], boundary: object | None) -> bool:
     except Exception:
         return False
     return False
+
+
+async def deliver_pending_cancel() -> None:
+    """Raise the cancellation of an enclosing cancel scope cancelled since the last checkpoint.
+
+    A task that was already due to resume (its sleep over, its call failed)
+    when a scope around it was cancelled in the same instant learns of it only
+    at its next checkpoint: anyio on asyncio does not cancel a task whose wait
+    is already done, and trio delivers at checkpoints. A policy about to act
+    on an outcome (start another attempt, fall back) calls this first, so the
+    caller's cancellation wins and nothing more runs. On asyncio it is a
+    lookup unless a scope was cancelled.
+    """
+    loop = asyncio_loop()
+    if loop is None or cancel_pending(loop):
+        await anyio.lowlevel.checkpoint_if_cancelled()

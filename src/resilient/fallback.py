@@ -23,6 +23,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, final
 
+from ._anyio import deliver_pending_cancel
 from ._events import FallbackUsed, Observer
 from ._policy import CallContext, Policy, get_context, label_of, writable
 from ._validate import ExceptionFilter, check_exception_types, check_name, matches
@@ -111,6 +112,10 @@ class Fallback(Policy):
 
     async def _fall_back(self, ctx: CallContext | None, exc: Exception) -> Any:
         """The handler's answer to ``exc`` (which ``on`` matched), noted in the open context."""
+        # A cancellation of the caller requested in the same instant wins over
+        # falling back (the error may even be what the call's cleanup raised
+        # while being cancelled).
+        await deliver_pending_cancel()
         value = await _resolve(self.handler(exc))
         if ctx is not None:
             writable(get_context() or ctx).fallback = self.name
@@ -204,6 +209,7 @@ class FallbackChain(Policy):
             last = errors[-1]
             if strategy.can_handle is not None and not strategy.can_handle(last):
                 continue
+            await deliver_pending_cancel()  # the caller's cancellation wins (see Fallback)
             try:
                 value = await _resolve(strategy.fn(*args, **kwargs))
             except Exception as exc:

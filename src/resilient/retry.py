@@ -20,6 +20,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, final
 
 import anyio
 
+from ._anyio import deliver_pending_cancel
 from ._events import Observer, RetryGaveUp, RetryScheduled
 from ._policy import (
     Policy,
@@ -327,6 +328,8 @@ class Retry(Policy):
                     # This retry's own context (ctx None) is shared: attempts write to a copy.
                     own = ctx if ctx is not None else writable(get_context() or self._first)
                 await pause(delay)
+                if delay:  # a cancellation requested as the sleep ended wins (see _anyio)
+                    await deliver_pending_cancel()
                 previous = delay
                 attempt += 1
                 own.attempt = attempt
@@ -388,6 +391,8 @@ class Retry(Policy):
                         pause = asyncio.sleep if asyncio_loop() is not None else anyio.sleep
                         own = ctx if ctx is not None else writable(get_context() or first)
                     await pause(delay)
+                    if delay:
+                        await deliver_pending_cancel()
                     previous = delay
                     attempt += 1
                     own.attempt = attempt
