@@ -186,6 +186,26 @@ async def test_give_up_event_names_the_reason(otel: Otel) -> None:
     assert point.value == 1
 
 
+async def test_give_up_on_a_result_names_it_as_the_retries_do(otel: Otel) -> None:
+    """Giving up on a returned value: error.type is "result", as on resilient.retry."""
+
+    async def empty() -> str:
+        return ""
+
+    with otel.tracer.start_as_current_span("request"):
+        retry = Retry(
+            "o-gr",
+            attempts=2,
+            backoff=Backoff.constant(0),
+            retry_if_result=lambda value: value == "",
+            observers=[otel.observer],
+        )
+        assert await retry.call(empty) == ""
+    events = {e.name: dict(e.attributes or {}) for e in otel.finished("request").events}
+    assert events["resilient.retry"]["error.type"] == "result"
+    assert events["resilient.retry.give_up"]["error.type"] == "result"
+
+
 def test_an_event_outside_any_span_gets_its_own(otel: Otel) -> None:
     """With no recording span current, the event is recorded on a short span named after it."""
     otel.observer(StateChanged("circuit_breaker", "o-db", "open", "half_open"))

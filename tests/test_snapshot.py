@@ -203,8 +203,9 @@ def model_score(policies: list[PolicySnapshot]) -> float:
     bs = [p for p in policies if p.kind == "circuit_breaker"]
     hs = [p for p in policies if p.kind == "bulkhead"]
     state = mean([STATE_SCORES[p.state or ""] for p in bs])
-    error = mean([ramp(p.figures["failure_rate"], 0.05, 0.5) for p in bs])
-    slow = mean([ramp(p.figures["slow_call_rate"], 0.05, 0.5) for p in bs])
+    measuring = [p for p in bs if p.state != "disabled"]  # a disabled one records nothing
+    error = mean([ramp(p.figures["failure_rate"], 0.05, 0.5) for p in measuring])
+    slow = mean([ramp(p.figures["slow_call_rate"], 0.05, 0.5) for p in measuring])
     sat = mean([ramp(p.figures["active"] / p.figures["max_concurrent"], 0.7, 1.0) for p in hs])
     return 0.3 * state + 0.3 * error + 0.2 * slow + 0.2 * sat
 
@@ -228,6 +229,16 @@ def test_more_failures_never_raise_the_score(
     worse = breaker(p.name, p.state or "closed", worse_rate, p.figures["slow_call_rate"])
     changed = [*policies[:i], worse, *policies[i + 1 :]]
     assert Snapshot(tuple(changed)).health_score() <= Snapshot(tuple(policies)).health_score()
+
+
+def test_a_disabled_breaker_counts_as_up_but_not_in_the_rates() -> None:
+    """A disabled breaker keeps the window it had (it records nothing): its old rates do not
+    weigh on error_rate or latency, and it scores 1 on breakers."""
+    snap = Snapshot((breaker("off", "disabled", 1.0, 1.0), breaker("on", "closed", 0.275, 0.0)))
+    parts = snap.health_components()
+    assert parts["breakers"] == 1.0
+    assert parts["error_rate"] == pytest.approx(0.5)  # the closed breaker's 27.5 % alone
+    assert parts["latency"] == 1.0
 
 
 def test_weights_sum_to_one() -> None:

@@ -200,8 +200,7 @@ class OpenTelemetryObserver:
             "resilient.retry.elapsed": e.elapsed,
             "resilient.reason": e.reason,
         }
-        if e.error is not None:
-            attrs[ERROR] = e.error
+        attrs[ERROR] = e.error or "result"  # as on resilient.retry: a result retried
         self._span_event("resilient.retry.give_up", attrs)
 
     def _timed_out(self, e: TimedOut) -> None:

@@ -224,7 +224,11 @@ class PrometheusObserver:
         reg.register(self._live)
 
     def unregister(self) -> None:
-        """Take every metric of this observer off its registry (detach the observer too)."""
+        """Take every metric of this observer off its registry.
+
+        The observer itself stays attached where it was added (it would go on
+        counting into metrics nobody reads): ``remove_observer`` it as well.
+        """
         for labelled in (
             self._calls,
             self._errors,

@@ -26,8 +26,8 @@ sub-score          weight  definition
 =================  ======  ===========================================================
 ``breakers``       0.3     mean over breakers of closed/disabled 1, half-open 0.5,
                            open/forced-open 0
-``error_rate``     0.3     mean over breakers of ``ramp(failure_rate, 0.05, 0.5)``
-``latency``        0.2     mean over breakers of ``ramp(slow_call_rate, 0.05, 0.5)``
+``error_rate``     0.3     mean over breakers not disabled of ``ramp(failure_rate, 0.05, 0.5)``
+``latency``        0.2     mean over breakers not disabled of ``ramp(slow_call_rate, 0.05, 0.5)``
 ``bulkheads``      0.2     mean over bulkheads of ``ramp(active / max_concurrent, 0.7, 1.0)``
 =================  ======  ===========================================================
 
@@ -137,12 +137,17 @@ class Snapshot:
         """The four sub-scores, each in [0, 1], keyed as :data:`HEALTH_WEIGHTS`."""
         breakers = [p for p in self.policies if p.kind == "circuit_breaker"]
         bulkheads = [p for p in self.policies if p.kind == "bulkhead"]
+        # A disabled breaker records nothing: its rates are of a window it no
+        # longer keeps, so they say nothing of now.
+        measuring = [p for p in breakers if p.state != "disabled"]
         return {
             "breakers": _mean(STATE_SCORES.get(p.state or "", 0.0) for p in breakers),
             "error_rate": _mean(
-                _ramp(p.figures["failure_rate"], *ERROR_RATE_RAMP) for p in breakers
+                _ramp(p.figures["failure_rate"], *ERROR_RATE_RAMP) for p in measuring
             ),
-            "latency": _mean(_ramp(p.figures["slow_call_rate"], *SLOW_RATE_RAMP) for p in breakers),
+            "latency": _mean(
+                _ramp(p.figures["slow_call_rate"], *SLOW_RATE_RAMP) for p in measuring
+            ),
             "bulkheads": _mean(_ramp(_saturation(p), *SATURATION_RAMP) for p in bulkheads),
         }
 
